@@ -1,0 +1,60 @@
+"""Weight penalties added to the loss and to its gradient.
+
+Contract: `penalty(params) -> float` and `add_grad(params, grads)`, where both
+are the model's {name: array} dicts. A penalty applies to dense weights (names
+ending in ".weight") and, with include_bias, to dense biases too; batch-norm
+parameters are never penalized (shrinking gamma only fights the normalization).
+
+The penalty is added to the batch-mean loss as it is, not divided by the
+dataset size:
+    l2: (lam / 2) sum(w^2), so dw += lam w      (the same as SGD weight_decay = lam)
+    l1: lam sum(|w|),        so dw += lam sign(w)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class Regularizer:
+    def __init__(self, lam: float, include_bias: bool = False):
+        self.lam = lam
+        self.include_bias = include_bias
+
+    def applies_to(self, name: str) -> bool:
+        return name.endswith(".weight") or (self.include_bias and name.endswith(".bias"))
+
+    def _targets(self, params):
+        return [name for name in params if self.applies_to(name)]
+
+    def penalty(self, params) -> float:
+        return sum(self.term(params[name]) for name in self._targets(params))
+
+    def add_grad(self, params, grads) -> None:
+        for name in self._targets(params):
+            self.add_term_grad(params[name], grads[name])
+
+    def kink_state(self, params):
+        return None
+
+
+class L2(Regularizer):
+    def term(self, w):
+        return 0.5 * self.lam * float(np.dot(w.ravel(), w.ravel()))
+
+    def add_term_grad(self, w, dw):
+        dw += w.dtype.type(self.lam) * w
+
+
+class L1(Regularizer):
+    def term(self, w):
+        return self.lam * float(np.abs(w).sum())
+
+    def add_term_grad(self, w, dw):
+        dw += w.dtype.type(self.lam) * np.sign(w)
+
+    def kink_state(self, params):
+        return [params[name] > 0 for name in self._targets(params)]
+
+
+REGULARIZERS = {"l1": L1, "l2": L2}
