@@ -10,7 +10,7 @@ from __future__ import annotations
 import typer
 
 from . import __version__
-from .commands import data, gradcheck
+from .commands import config, data, evaluate, gradcheck, train
 from .commands.common import state
 
 EXIT_CODES_HELP = (
@@ -27,8 +27,12 @@ app = typer.Typer(
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
 )
+app.command()(train.train)
+app.command("eval")(evaluate.eval_)
+app.command()(evaluate.predict)
 app.command()(gradcheck.gradcheck)
 app.add_typer(data.app, name="data")
+app.add_typer(config.app, name="config")
 
 
 def _version_callback(value: bool) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -286,11 +287,7 @@ def _target_column(rows, column) -> np.ndarray:
 
 def load_npz(path: str) -> Dataset:
     """Arrays X and y, and optionally X_test and y_test, from an .npz (never unpickled)."""
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {k: archive[k] for k in archive.files}
-    except (OSError, ValueError, EOFError) as error:
-        raise DataError(f"{path}: cannot read as .npz without pickle ({error})") from None
+    arrays = _read_npz(path)
     if "X" not in arrays or "y" not in arrays:
         raise DataError(f"{path}: an .npz needs arrays 'X' and 'y' (optional 'X_test', 'y_test'); "
                         f"it has {', '.join(arrays) or 'none'}")
@@ -300,6 +297,30 @@ def load_npz(path: str) -> Dataset:
             raise DataError(f"{path}: X{split} and y{split} must both be present with one row per example")
     return Dataset(Path(path).name, arrays["X"], arrays["y"], arrays.get("X_test"), arrays.get("y_test"),
                    source=str(path))
+
+
+def load_csv_inputs(path: str, drop=()) -> np.ndarray:
+    """Every column of a CSV except those in `drop`, as numbers: the inputs to predict for."""
+    header, rows = _read_csv_rows(path)
+    keep = [i for i, column in enumerate(header) if column not in drop]
+    return _numeric_columns(path, rows, keep, [header[i] for i in keep])
+
+
+def load_npz_inputs(path: str) -> np.ndarray:
+    """The array X of an .npz (never unpickled): the inputs to predict for."""
+    arrays = _read_npz(path)
+    if "X" not in arrays:
+        raise DataError(f"{path}: an .npz of inputs needs an array 'X'; it has {', '.join(arrays) or 'none'}")
+    return arrays["X"]
+
+
+def _read_npz(path: str) -> dict[str, np.ndarray]:
+    """Every array of an .npz; object arrays (which would need pickle) are refused."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {k: archive[k] for k in archive.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise DataError(f"{path}: cannot read as .npz without pickle ({error})") from None
 
 
 # -- for the `bpcli data` commands ------------------------------------------------

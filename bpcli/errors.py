@@ -81,3 +81,13 @@ def did_you_mean(name, allowed) -> str:
     """' Did you mean 'relu'?' when `name` is close to one of `allowed`, else ''."""
     close = difflib.get_close_matches(str(name), [str(a) for a in allowed], n=1)
     return f" Did you mean {close[0]!r}?" if close else ""
+
+
+class Interrupted(BpcliError):
+    """SIGINT or SIGTERM stopped training at a batch boundary (after a resumable checkpoint)."""
+
+    def __init__(self, signal_name: str, signum: int):
+        self.signal_name, self.signum = signal_name, signum
+        self.exit_code = 128 + signum  # 130 for SIGINT, 143 for SIGTERM
+        self.run_dir = None  # set by the run that stopped
+        super().__init__(f"training stopped by {signal_name}")

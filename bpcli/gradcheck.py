@@ -65,15 +65,17 @@ def _same_side(a, b) -> bool:
     return all(np.array_equal(p, q) for p, q in zip(a, b))
 
 
-def numeric_gradient(loss_at, x: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
-    """Central differences of loss_at() over every entry of x (perturbed in place, then restored).
+def numeric_gradient(loss_at, x: np.ndarray, eps: float, entries=None) -> tuple[np.ndarray, np.ndarray]:
+    """Central differences of loss_at() over the entries of x (perturbed in place, then restored).
 
-    loss_at() returns (value, kink_state). Returns the gradient and a mask of the
-    entries whose two evaluations fell on different sides of a kink.
+    loss_at() returns (value, kink_state). `entries` (index tuples) limits the
+    check to a sample of a large tensor; default: every entry. Returns the
+    gradient (zero where not checked) and a mask of the entries whose two
+    evaluations fell on different sides of a kink.
     """
     grad = np.zeros_like(x)
     straddles = np.zeros(x.shape, dtype=bool)
-    for i in np.ndindex(x.shape):
+    for i in (np.ndindex(x.shape) if entries is None else entries):
         original = x[i]
         x[i] = original + eps
         plus, plus_side = loss_at()
@@ -87,8 +89,11 @@ def numeric_gradient(loss_at, x: np.ndarray, eps: float) -> tuple[np.ndarray, np
 
 def check_model(model: Model, loss: Loss, x: np.ndarray, y, regularizers=(), *,
                 component: str = "model", eps: float = 1e-6, tol: float = 1e-6,
-                seed: int = 0) -> list[CheckResult]:
-    """Check dL/dparam for every parameter of a float64 model, and dL/dx, in training mode."""
+                seed: int = 0, max_entries: int | None = None) -> list[CheckResult]:
+    """Check dL/dparam for every parameter of a float64 model, and dL/dx, in training mode.
+
+    With max_entries, each tensor is checked on that many entries drawn from the seed.
+    """
 
     def loss_at():
         model.reseed_dropout(seed)
@@ -102,13 +107,31 @@ def check_model(model: Model, loss: Loss, x: np.ndarray, y, regularizers=(), *,
     analytic = _analytic_gradients(model, loss, x, y, regularizers, seed)
     targets = dict(model.params, input=x)
     results = []
+    pick = np.random.default_rng([seed, 4])
     for name, tensor in targets.items():
-        numeric, straddles = numeric_gradient(loss_at, tensor, eps)
-        keep = ~straddles
+        entries = _sample_entries(tensor.shape, max_entries, pick)
+        numeric, straddles = numeric_gradient(loss_at, tensor, eps, entries)
+        keep = ~straddles & _mask(tensor.shape, entries)
         err = relative_error(analytic[name][keep], numeric[keep])
         results.append(CheckResult(component, name, err, int(keep.sum()), int(straddles.sum()),
                                    bool(np.isfinite(err) and err <= tol)))
     return results
+
+
+def _sample_entries(shape, max_entries, rng):
+    size = int(np.prod(shape))
+    if max_entries is None or size <= max_entries:
+        return None
+    return [np.unravel_index(i, shape) for i in rng.choice(size, max_entries, replace=False)]
+
+
+def _mask(shape, entries) -> np.ndarray:
+    mask = np.zeros(shape, dtype=bool)
+    if entries is None:
+        mask[...] = True
+    for i in entries or ():
+        mask[i] = True
+    return mask
 
 
 def _analytic_gradients(model, loss, x, y, regularizers, seed) -> dict[str, np.ndarray]:
@@ -178,6 +201,21 @@ def check_all(*, eps: float = 1e-6, tol: float = 1e-6, seed: int = 0, samples: i
         [REGULARIZERS["l1"](0.01), REGULARIZERS["l2"](0.02, include_bias=True)])
     assert set(LAYERS) <= {r.component.split()[1] for r in results} | {"activation"}
     return results
+
+
+def check_config(cfg: dict, *, eps: float = 1e-6, tol: float = 1e-6, seed: int = 0, samples: int = 4,
+                 max_entries: int = 64, data_dir: str | None = None) -> list[CheckResult]:
+    """A config's own network, loss and penalties, in float64, on a few examples of its training data."""
+    from .run import prepare_data
+    from .train import build_loss, build_regularizers
+
+    cfg = {**cfg, "model": {**cfg["model"], "dtype": "float64"}}
+    data = prepare_data(cfg, data_dir)
+    rows = np.random.default_rng([seed, 5]).choice(len(data.x_train), min(samples, len(data.x_train)), replace=False)
+    model = build_model(cfg["model"]["layers"], data.input_dim, seed=cfg["training"]["seed"], dtype="float64")
+    return check_model(model, build_loss(cfg["loss"]), data.x_train[rows], data.y_train[rows],
+                       build_regularizers(cfg["loss"]), component="config", eps=eps, tol=tol, seed=seed,
+                       max_entries=max_entries)
 
 
 FULL_NETWORK = [

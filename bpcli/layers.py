@@ -7,6 +7,7 @@ Contract (rows are examples: x is (batch, features)):
     initial_params(rng) -> {name: a}    float64 starting values drawn from `rng`
     forward(x, training) -> y           keeps what backward needs
     backward(dy) -> dx                  fills grads[name] for each params[name]
+    backward_params(dy)                 the same without dx, for the first layer that has parameters
 
 `params` and `grads` are bound by the model to views into two flat buffers, so
 a layer writes its gradients in place (`out=`) and the optimizer can update all
@@ -44,6 +45,10 @@ class Layer:
     def backward(self, dy: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def backward_params(self, dy: np.ndarray) -> None:
+        """Fill the gradients only: below the first layer with parameters, dx is never used."""
+        self.backward(dy)
+
 
 class Dense(Layer):
     """z = x @ weight + bias, with weight shaped (fan_in, fan_out).
@@ -79,9 +84,12 @@ class Dense(Layer):
         return z
 
     def backward(self, dz):
+        self.backward_params(dz)
+        return dz @ self.params["weight"].T
+
+    def backward_params(self, dz):
         np.matmul(self.x.T, dz, out=self.grads["weight"])
         np.sum(dz, axis=0, out=self.grads["bias"])
-        return dz @ self.params["weight"].T
 
 
 class ActivationLayer(Layer):

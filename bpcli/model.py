@@ -80,12 +80,20 @@ class Model:
         return x
 
     def backward(self, dlogits: np.ndarray, input_grad: bool = False) -> np.ndarray | None:
-        """Fill every gradient; return dLoss/dx only if asked (the first layer's dx is otherwise wasted work)."""
+        """Fill every gradient; return dLoss/dx only if asked.
+
+        Without input_grad the pass stops at the first layer with parameters and
+        skips its dx (for a first dense layer, a whole matrix multiply per batch).
+        """
         dy = dlogits
-        last = 0 if input_grad else self._first_layer_with_params()
-        for layer in reversed(self.layers[last:]):
+        first = 0 if input_grad else self._first_layer_with_params()
+        for layer in reversed(self.layers[first + (0 if input_grad else 1):]):
             dy = layer.backward(dy)
-        return dy if input_grad else None
+        if input_grad:
+            return dy
+        if first < len(self.layers):
+            self.layers[first].backward_params(dy)
+        return None
 
     def _first_layer_with_params(self) -> int:
         return next((i for i, layer in enumerate(self.layers) if layer.params), len(self.layers))
@@ -130,6 +138,7 @@ def build_model(spec: list[dict], input_dim: int, *, seed: int = 0, dtype: str =
 def _build_layer(item: dict, following: list, key: str) -> list[Layer]:
     if not isinstance(item, dict) or "type" not in item:
         raise ConfigError("each layer must be a mapping with a 'type'", key=key)
+    item = {k: v for k, v in item.items() if v is not None}  # a resolved config spells unset options as null
     kind = item["type"]
     if kind in ACTIVATIONS:
         return [_activation_layer(item, key, name_key="type")]

@@ -136,6 +136,28 @@ def _stratify_by(y: np.ndarray, task: str) -> np.ndarray | None:
 
 
 @dataclass
+class Splits:
+    """Raw inputs and loss-ready targets of the train, validation and test splits."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray | None
+    y_test: np.ndarray | None
+    class_names: tuple[str, ...] | None
+    val_hash: str
+
+
+def split_dataset(dataset: Dataset, task: str, val_fraction: float, seed: int) -> Splits:
+    """Targets in the loss's form, and the validation split carved out of the training set."""
+    y_all, y_test, class_names = _targets(dataset, task)
+    train_idx, val_idx = split_validation(_stratify_by(y_all, task), len(y_all), val_fraction, seed)
+    return Splits(dataset.x_train[train_idx], y_all[train_idx], dataset.x_train[val_idx], y_all[val_idx],
+                  dataset.x_test, y_test, class_names, indices_hash(val_idx))
+
+
+@dataclass
 class Prepared:
     """Float arrays ready for the model, and what produced them."""
 
@@ -159,19 +181,15 @@ class Prepared:
 def prepare(dataset: Dataset, task: str, *, val_fraction: float = 0.1, seed: int = 0,
             preprocess: str = "scale", dtype: str = "float32") -> Prepared:
     """Split off validation data, fit preprocessing on the rest, and convert inputs and targets."""
-    y_all, y_test, class_names = _targets(dataset, task)
-    train_idx, val_idx = split_validation(_stratify_by(y_all, task), len(y_all), val_fraction, seed)
-    pre = Preprocessor(preprocess).fit(dataset.x_train[train_idx])
-    y_dtype = np.int64 if task == "multiclass" else dtype
+    s = split_dataset(dataset, task, val_fraction, seed)
+    pre = Preprocessor(preprocess).fit(s.x_train)
+    x_of = lambda x: None if x is None or len(x) == 0 else pre.transform(x, dtype)  # noqa: E731
+    y_of = lambda y: None if y is None or len(y) == 0 else loss_targets(y, task, dtype)  # noqa: E731
+    info = {"n_train": len(s.x_train), "n_val": len(s.x_val), "n_test": 0 if s.x_test is None else len(s.x_test)}
+    return Prepared(x_of(s.x_train), y_of(s.y_train), x_of(s.x_val), y_of(s.y_val), x_of(s.x_test), y_of(s.y_test),
+                    task, pre, s.class_names, s.val_hash, info)
 
-    def x_of(x):
-        return None if x is None or len(x) == 0 else pre.transform(x, dtype)
 
-    def y_of(y):
-        return None if y is None or len(y) == 0 else y.astype(y_dtype)
-
-    return Prepared(
-        x_of(dataset.x_train[train_idx]), y_of(y_all[train_idx]),
-        x_of(dataset.x_train[val_idx]), y_of(y_all[val_idx]),
-        x_of(dataset.x_test), y_of(y_test), task, pre, class_names, indices_hash(val_idx),
-        {"n_train": len(train_idx), "n_val": len(val_idx), "n_test": 0 if y_test is None else len(y_test)})
+def loss_targets(y: np.ndarray, task: str, dtype: str = "float32") -> np.ndarray:
+    """int64 class labels, or float columns in the model's dtype."""
+    return y.astype(np.int64 if task == "multiclass" else dtype)

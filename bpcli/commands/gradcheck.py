@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import List, Optional
+
 import typer
 
 from .common import console, print_json, user_errors
@@ -9,6 +11,9 @@ from .common import console, print_json, user_errors
 
 @user_errors
 def gradcheck(
+    config: Optional[str] = typer.Argument(None, help="Check this config's own network and loss instead."),
+    overrides: Optional[List[str]] = typer.Option(None, "--set", help="Override a config key (repeatable)."),
+    max_entries: int = typer.Option(64, help="With CONFIG: entries checked per tensor (drawn from the seed)."),
     eps: float = typer.Option(1e-6, help="Finite-difference step."),
     tol: float = typer.Option(1e-6, help="Largest relative error that passes."),
     seed: int = typer.Option(0, help="Seed for the random networks and data."),
@@ -17,14 +22,22 @@ def gradcheck(
 ) -> None:
     """Check every analytic gradient against central finite differences in float64.
 
-    Checks each layer, activation, loss and regularizer alone and in small
-    networks, for every parameter and for the input. Exits 1 if any check fails.
+    Without CONFIG: each layer, activation, loss and regularizer alone and in
+    small networks, for every parameter and for the input. With CONFIG: that
+    config's network, loss and penalties on a few examples of its data. Exits 1
+    if any check fails.
 
-    Example: bpcli gradcheck --tol 1e-7 --json
+    Example: bpcli gradcheck --tol 1e-7 --json; bpcli gradcheck configs/quickstart.yaml
     """
-    from ..gradcheck import check_all
+    from ..gradcheck import check_all, check_config
 
-    results = check_all(eps=eps, tol=tol, seed=seed, samples=samples)
+    if config:
+        from ..config import load_config, resolved_dict
+
+        cfg = resolved_dict(load_config(config, overrides or []))
+        results = check_config(cfg, eps=eps, tol=tol, seed=seed, samples=samples, max_entries=max_entries)
+    else:
+        results = check_all(eps=eps, tol=tol, seed=seed, samples=samples)
     failed = [r for r in results if not r.passed]
     if as_json:
         summary = {"passed": not failed, "checks": len(results), "failed": len(failed), "eps": eps, "tol": tol}

@@ -1,0 +1,157 @@
+"""A training run on disk: its data, its run directory, resuming it, and its summary.
+
+    train_run(cfg, config_name) -> summary
+
+A run directory holds config.yaml (the resolved config), metrics.csv and
+metrics.jsonl (one row per epoch), checkpoints/ (last, best, and every N epochs
+if asked) and summary.json. `--resume` takes the run directory or one of its
+checkpoints and continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from .callbacks import CheckpointCallback, EarlyStopping, MetricsLogger
+from .checkpoint import Checkpoint, load_checkpoint
+from .data import load_dataset
+from .errors import CheckpointError, ConfigError, DivergedError, Interrupted
+from .fileio import atomic_write_bytes
+from .losses import LOSSES
+from .preprocessing import Prepared, prepare
+from .train import StopRequest, Trainer, build_parts, evaluate
+
+# Config keys that may change when a run is resumed: they do not change what is computed.
+RESUMABLE_CHANGES = ("training.epochs", "data.data_dir", "data.mirrors", "data.eval_batch_size",
+                     "checkpoint.every", "checkpoint.keep", "output.dir", "output.name")
+
+
+def prepare_data(cfg: dict, data_dir: str | None = None, on_progress=None) -> Prepared:
+    """Load the configured dataset and turn it into the arrays the loss expects."""
+    data = cfg["data"]
+    dataset = load_dataset(data["dataset"], data_dir=data_dir or data.get("data_dir"), mirrors=data.get("mirrors"),
+                           options=data.get("options"), seed=cfg["training"]["seed"], on_progress=on_progress)
+    return prepare(dataset, LOSSES[cfg["loss"]["name"]].kind, val_fraction=data["val_fraction"],
+                   seed=cfg["training"]["seed"], preprocess=data["preprocess"], dtype=cfg["model"]["dtype"])
+
+
+def create_run_dir(cfg: dict, config_name: str) -> Path:
+    """runs/<config>-<timestamp>/, with -2, -3, ... if another run took that name in the same second."""
+    parent = Path(cfg["output"]["dir"])
+    base = cfg["output"]["name"] or f"{Path(config_name).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        for attempt in range(1, 1000):
+            run_dir = parent / (base if attempt == 1 else f"{base}-{attempt}")
+            try:
+                run_dir.mkdir()
+            except FileExistsError:
+                if cfg["output"]["name"]:
+                    raise CheckpointError(f"run directory {run_dir} already exists; continue it with "
+                                          f"--resume {run_dir}, or choose another output.name") from None
+                continue
+            (run_dir / "checkpoints").mkdir()
+            return run_dir
+    except OSError as error:
+        raise CheckpointError(f"cannot create the run directory under {parent}: {error.strerror or error}") \
+            from None
+    raise CheckpointError(f"cannot find a free run directory name for {base} in {parent}")
+
+
+def find_checkpoint(target: str | Path) -> Checkpoint:
+    """A checkpoint file, or a run directory's latest checkpoint."""
+    path = Path(target)
+    if path.is_dir():
+        path = path / "checkpoints" / "last.safetensors"
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint at {path}")
+    return load_checkpoint(path)
+
+
+def config_differences(old, new, prefix: str = "") -> list[tuple[str, object, object]]:
+    """(key.path, old, new) for every value that differs between two resolved configs."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = list(old) + [k for k in new if k not in old]
+        return [d for k in keys for d in config_differences(old.get(k), new.get(k), f"{prefix}{k}.")]
+    return [] if old == new else [(prefix.rstrip("."), old, new)]
+
+
+def check_resume_config(saved: dict, cfg: dict, force: bool) -> None:
+    """Refuse to resume with a config that changes what is computed, unless forced."""
+    changed = [d for d in config_differences(saved, cfg) if d[0] not in RESUMABLE_CHANGES]
+    if changed and not force:
+        lines = "; ".join(f"{path}: {old!r} in the checkpoint, {new!r} now" for path, old, new in changed)
+        raise ConfigError(f"the config differs from the checkpoint's: {lines}. Resuming would not continue the "
+                          f"same run; use --force to resume anyway (only {', '.join(RESUMABLE_CHANGES)} may "
+                          "change freely)")
+
+
+def train_run(cfg: dict, config_name: str, *, data_dir: str | None = None, resume: str | None = None,
+              force: bool = False, callbacks=(), stop: StopRequest | None = None, on_progress=None) -> dict:
+    """Train from a resolved config (or resume a run); returns the summary also written to summary.json."""
+    checkpoint = find_checkpoint(resume) if resume else None
+    if checkpoint:
+        check_resume_config(checkpoint.meta["config"], cfg, force)
+    data = prepare_data(cfg, data_dir, on_progress)
+    if checkpoint and checkpoint.meta.get("val_hash") != data.val_hash:
+        raise CheckpointError(f"the validation split differs from the one {checkpoint.path} was trained with "
+                              f"(hash {checkpoint.meta.get('val_hash')} vs {data.val_hash}): different data?")
+    run_dir = checkpoint.path.parent.parent if checkpoint else create_run_dir(cfg, config_name)
+    trainer = _build_trainer(cfg, data, run_dir, callbacks, stop)
+    if checkpoint:
+        trainer.load_checkpoint(checkpoint)
+    atomic_write_bytes(run_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False).encode())
+    try:
+        trainer.fit()
+    except Interrupted as stopped:
+        trainer.save_checkpoint(run_dir / "checkpoints" / "last.safetensors", "last")
+        finish(trainer, run_dir, evaluate_test=False)
+        stopped.run_dir = run_dir
+        raise
+    except DivergedError as error:
+        trainer.stop_reason = f"diverged: {error}"
+        finish(trainer, run_dir, evaluate_test=False)
+        raise
+    return finish(trainer, run_dir)
+
+
+def _build_trainer(cfg, data: Prepared, run_dir: Path, callbacks, stop) -> Trainer:
+    training = cfg["training"]
+    early = training.get("early_stopping") or {}
+    tracker = EarlyStopping(training["monitor"], training["mode"], early.get("patience"),
+                            early.get("min_delta", 0.0), early.get("restore_best", True))
+    batch_size = min(cfg["data"]["batch_size"], len(data.x_train))
+    parts = build_parts(cfg, data.input_dim, -(-len(data.x_train) // batch_size))
+    checkpoints = CheckpointCallback(run_dir / "checkpoints", tracker, cfg["checkpoint"]["every"],
+                                     cfg["checkpoint"]["keep"])
+    return Trainer(cfg, parts, data, [tracker, checkpoints, MetricsLogger(run_dir), *callbacks], tracker, stop)
+
+
+def finish(trainer: Trainer, run_dir: Path, evaluate_test: bool = True) -> dict:
+    """Restore the best weights if asked, evaluate on the test set, write summary.json."""
+    tracker, data = trainer.tracker, trainer.data
+    restored = tracker.restore(trainer)
+    summary = {
+        "run_dir": str(run_dir),
+        "stopped_because": trainer.stop_reason,
+        "epochs_run": trainer.epoch,
+        "best_epoch": tracker.best_epoch or None,
+        "monitor": {"metric": tracker.monitor, "mode": tracker.mode, "best": tracker.best},
+        "final_weights": f"best (epoch {tracker.best_epoch})" if restored else "last",
+        "seconds": round(sum(row["seconds"] for row in trainer.history), 3),
+        "val_hash": data.val_hash,
+        "data": data.info,
+        "test": None,
+    }
+    if evaluate_test and data.x_test is not None and np.isfinite(trainer.parts.model.theta).all():
+        summary["test"] = evaluate(trainer.parts.model, trainer.parts.loss, data.x_test, data.y_test,
+                                   trainer.eval_batch_size)
+    atomic_write_bytes(run_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+    for callback in trainer.callbacks:
+        callback.on_train_end(trainer, summary)
+    return summary
