@@ -26,8 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CheckpointError
-from .fileio import atomic_write_bytes
+from .fileio import atomic_write_bytes, write_error
 from .metrics import resolve_mode
 
 
@@ -101,8 +100,13 @@ class EarlyStopping(Callback):
         self.best, self.best_epoch, self.bad_epochs = state["best"], state["best_epoch"], state["bad_epochs"]
 
 
+LAST, PREVIOUS = "last.safetensors", "last.prev.safetensors"
+
+
 class CheckpointCallback(Callback):
     """Saves `last` and `best` as epochs end, and a checkpoint every N epochs (keeping K).
+
+    The `last` it replaces is kept as `last.prev`, so a damaged `last` has a fallback.
 
     `last` (and a new `best`) is written at most once per `interval` seconds, and
     always after the final epoch, so a run of thousands of tiny epochs does not
@@ -118,7 +122,7 @@ class CheckpointCallback(Callback):
     def on_epoch_end(self, trainer, row):
         final = trainer.epoch >= trainer.epochs or trainer.stop_reason is not None
         if final or time.monotonic() - self.last_save >= self.interval:
-            trainer.save_checkpoint(self.folder / "last.safetensors", "last")
+            trainer.save_checkpoint(self.folder / LAST, "last", backup=self.folder / PREVIOUS)
             self.last_save = time.monotonic()
             if self.tracker.best_weights is not None and self.best_saved != self.tracker.best_epoch:
                 trainer.save_checkpoint(self.folder / "best.safetensors", "best", self.tracker.best_weights)
@@ -167,7 +171,7 @@ class MetricsLogger(Callback):
                 f.flush()
                 os.fsync(f.fileno())
         except OSError as error:
-            raise CheckpointError(f"cannot write {path}: {error.strerror or error}") from None
+            raise write_error(path, error, "metrics") from None
 
 
 def format_row(row: dict, epochs: int) -> str:

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CheckpointError
-from .fileio import atomic_write_bytes
+from .fileio import atomic_write_bytes, write_error
 
 FORMAT = "bpcli-checkpoint"
 VERSION = 1
@@ -54,8 +54,9 @@ class Checkpoint:
         return {k: v for k, v in self.tensors.items() if k.startswith("layers.")}
 
 
-def save_checkpoint(path: str | Path, tensors: dict[str, np.ndarray], meta: dict) -> None:
-    """Write atomically; refuse non-finite model weights (a diverged model is never saved)."""
+def save_checkpoint(path: str | Path, tensors: dict[str, np.ndarray], meta: dict,
+                    backup: str | Path | None = None) -> None:
+    """Write atomically (keeping the old file as `backup` if given); refuse non-finite model weights."""
     from safetensors.numpy import save
 
     bad = [name for name, t in tensors.items()
@@ -66,17 +67,9 @@ def save_checkpoint(path: str | Path, tensors: dict[str, np.ndarray], meta: dict
     header = {"bpcli": json.dumps({"format": FORMAT, "version": VERSION, **meta, "scalars": scalars})}
     arrays = {name: np.ascontiguousarray(t) for name, t in tensors.items()}
     try:
-        atomic_write_bytes(path, save(arrays, metadata=header))
+        atomic_write_bytes(path, save(arrays, metadata=header), backup)
     except OSError as error:
-        raise CheckpointError(_write_failure(path, error)) from None
-
-
-def _write_failure(path, error: OSError) -> str:
-    import errno
-
-    if error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-        return f"disk full while writing checkpoint {path}; the previous checkpoint is intact ({error.strerror})"
-    return f"cannot write checkpoint {path}: {error.strerror or error}"
+        raise write_error(path, error, "checkpoint") from None
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:

@@ -15,7 +15,7 @@ from .commands.common import state
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 ok, 1 internal error or failed check, 2 usage or config error, "
-    "3 training diverged, 4 data or download error, 5 checkpoint or I/O error, "
+    "3 training diverged, 4 data or download error, 5 checkpoint or I/O error, 6 disk full, "
     "130 interrupted (Ctrl-C), 143 terminated (SIGTERM)."
 )
 

@@ -12,7 +12,8 @@ Exit codes (also shown in `bpcli --help` and README):
     2    usage or config error
     3    training diverged (NaN or infinite loss)
     4    data or download error
-    5    checkpoint or file I/O error (disk full included)
+    5    checkpoint or file I/O error
+    6    disk full (or a file-size limit reached) while writing
     130  interrupted by SIGINT (Ctrl-C); 143 by SIGTERM
 """
 
@@ -26,6 +27,7 @@ EXIT_USAGE = 2
 EXIT_DIVERGED = 3
 EXIT_DATA = 4
 EXIT_IO = 5
+EXIT_DISK_FULL = 6
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 
@@ -69,6 +71,12 @@ class CheckpointError(BpcliError):
     """A checkpoint that cannot be read or written."""
 
     exit_code = EXIT_IO
+
+
+class DiskFullError(CheckpointError):
+    """No space left (ENOSPC, EFBIG, EDQUOT) while writing a checkpoint, log or cache file."""
+
+    exit_code = EXIT_DISK_FULL
 
 
 class DivergedError(BpcliError):

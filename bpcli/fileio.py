@@ -9,13 +9,19 @@ TMP_SUFFIX so that a later run can find and remove orphans of a killed one.
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
 TMP_SUFFIX = ".tmp"
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+def atomic_write_bytes(path: str | Path, data: bytes, backup: str | Path | None = None) -> None:
+    """Replace `path` with `data` atomically; with `backup`, the old file is kept under that name.
+
+    The backup is renamed only once the new file is complete on disk, so at
+    every moment at least one of the two names holds a complete file.
+    """
     path = Path(path)
     tmp = path.with_name(f"{path.name}.{os.getpid()}{TMP_SUFFIX}")
     try:
@@ -23,11 +29,23 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if backup is not None and path.exists():
+            os.replace(path, backup)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def write_error(path: str | Path, error: OSError, what: str = "file"):
+    """The project error for a failed write: DiskFullError when the disk (or a size limit) is full."""
+    from .errors import CheckpointError, DiskFullError
+
+    if error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        return DiskFullError(f"disk full while writing {what} {path} ({error.strerror}); nothing already "
+                             "written was lost: free some space and resume the run")
+    return CheckpointError(f"cannot write {what} {path}: {error.strerror or error}")
 
 
 def fsync_dir(folder: Path) -> None:

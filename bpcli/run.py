@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .callbacks import CheckpointCallback, EarlyStopping, MetricsLogger
+from .callbacks import LAST, PREVIOUS, CheckpointCallback, EarlyStopping, MetricsLogger
 from .checkpoint import Checkpoint, load_checkpoint
 from .data import load_dataset
 from .errors import CheckpointError, ConfigError, DivergedError, Interrupted
-from .fileio import atomic_write_bytes
+from .fileio import atomic_write_bytes, remove_orphans, write_error
 from .losses import LOSSES
 from .preprocessing import Prepared, prepare
 from .train import StopRequest, Trainer, build_parts, evaluate
@@ -63,21 +63,52 @@ def create_run_dir(cfg: dict, config_name: str) -> Path:
     raise CheckpointError(f"cannot find a free run directory name for {base} in {parent}")
 
 
-def find_checkpoint(target: str | Path) -> Checkpoint:
-    """A checkpoint file, or a run directory's latest checkpoint."""
+def find_checkpoint(target: str | Path, on_warning=None) -> Checkpoint:
+    """A checkpoint file, or a run directory's latest good one: `last`, else `last.prev` (with a warning)."""
     path = Path(target)
     if path.is_dir():
-        path = path / "checkpoints" / "last.safetensors"
-    if not path.exists():
-        raise CheckpointError(f"no checkpoint at {path}")
-    return load_checkpoint(path)
+        path = path / "checkpoints" / LAST
+    if path.name != LAST:
+        return load_checkpoint(path)
+    problems = []
+    for candidate in (path, path.with_name(PREVIOUS)):
+        try:
+            checkpoint = load_checkpoint(candidate)
+        except CheckpointError as error:
+            problems.append(str(error) if candidate.exists() else f"no checkpoint at {candidate}")
+            continue
+        if problems and on_warning:
+            on_warning(f"{problems[0]}; falling back to the previous checkpoint {candidate}")
+        return checkpoint
+    raise CheckpointError(f"no usable checkpoint to resume from: {'; '.join(problems)}")
+
+
+def resume_point(target: str | Path, on_warning=None) -> tuple[Checkpoint | None, Path]:
+    """(checkpoint, run directory) to continue from; no checkpoint if the run was stopped before its first save."""
+    path = Path(target)
+    folder = path / "checkpoints"
+    if path.is_dir() and (path / "config.yaml").is_file() and not any(folder.glob("last*.safetensors")):
+        if on_warning:
+            on_warning(f"{path} has no checkpoint yet (stopped before the first save): starting it from the beginning")
+        return None, path
+    checkpoint = find_checkpoint(path, on_warning)
+    return checkpoint, checkpoint.path.parent.parent
+
+
+def write_run_file(path: Path, text: str) -> None:
+    try:
+        atomic_write_bytes(path, text.encode())
+    except OSError as error:
+        raise write_error(path, error) from None
 
 
 def config_differences(old, new, prefix: str = "") -> list[tuple[str, object, object]]:
-    """(key.path, old, new) for every value that differs between two resolved configs."""
+    """(key.path, old, new) for every value that differs between two resolved configs, lists item by item."""
     if isinstance(old, dict) and isinstance(new, dict):
         keys = list(old) + [k for k in new if k not in old]
         return [d for k in keys for d in config_differences(old.get(k), new.get(k), f"{prefix}{k}.")]
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [d for i, (a, b) in enumerate(zip(old, new)) for d in config_differences(a, b, f"{prefix}{i}.")]
     return [] if old == new else [(prefix.rstrip("."), old, new)]
 
 
@@ -92,24 +123,28 @@ def check_resume_config(saved: dict, cfg: dict, force: bool) -> None:
 
 
 def train_run(cfg: dict, config_name: str, *, data_dir: str | None = None, resume: str | None = None,
-              force: bool = False, callbacks=(), stop: StopRequest | None = None, on_progress=None) -> dict:
+              force: bool = False, callbacks=(), stop: StopRequest | None = None, on_progress=None,
+              on_warning=None) -> dict:
     """Train from a resolved config (or resume a run); returns the summary also written to summary.json."""
-    checkpoint = find_checkpoint(resume) if resume else None
+    checkpoint, run_dir = resume_point(resume, on_warning) if resume else (None, None)
     if checkpoint:
         check_resume_config(checkpoint.meta["config"], cfg, force)
     data = prepare_data(cfg, data_dir, on_progress)
     if checkpoint and checkpoint.meta.get("val_hash") != data.val_hash:
         raise CheckpointError(f"the validation split differs from the one {checkpoint.path} was trained with "
                               f"(hash {checkpoint.meta.get('val_hash')} vs {data.val_hash}): different data?")
-    run_dir = checkpoint.path.parent.parent if checkpoint else create_run_dir(cfg, config_name)
+    run_dir = run_dir or create_run_dir(cfg, config_name)
+    for orphan in remove_orphans(run_dir) + remove_orphans(run_dir / "checkpoints"):  # left by a killed run
+        if on_warning:
+            on_warning(f"removed {orphan}, a partial file left by an interrupted write")
     trainer = _build_trainer(cfg, data, run_dir, callbacks, stop)
     if checkpoint:
         trainer.load_checkpoint(checkpoint)
-    atomic_write_bytes(run_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False).encode())
+    write_run_file(run_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
     try:
         trainer.fit()
     except Interrupted as stopped:
-        trainer.save_checkpoint(run_dir / "checkpoints" / "last.safetensors", "last")
+        trainer.save_checkpoint(run_dir / "checkpoints" / LAST, "last", backup=run_dir / "checkpoints" / PREVIOUS)
         finish(trainer, run_dir, evaluate_test=False)
         stopped.run_dir = run_dir
         raise
@@ -151,7 +186,7 @@ def finish(trainer: Trainer, run_dir: Path, evaluate_test: bool = True) -> dict:
     if evaluate_test and data.x_test is not None and np.isfinite(trainer.parts.model.theta).all():
         summary["test"] = evaluate(trainer.parts.model, trainer.parts.loss, data.x_test, data.y_test,
                                    trainer.eval_batch_size)
-    atomic_write_bytes(run_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+    write_run_file(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     for callback in trainer.callbacks:
         callback.on_train_end(trainer, summary)
     return summary

@@ -282,14 +282,14 @@ class Trainer:
                                       f"the model needs {target.shape}: saved from another model?")
             target[...] = weights[name]
 
-    def save_checkpoint(self, path: Path, kind: str, weights: dict | None = None) -> None:
+    def save_checkpoint(self, path: Path, kind: str, weights: dict | None = None, backup: Path | None = None) -> None:
         """Model weights (the current ones unless given) with everything a resume needs."""
         tensors = dict(weights) if weights is not None else self.weights()
         tensors.update({f"optimizer.{k}": v for k, v in self.parts.optimizer.state_dict().items()})
         tensors.update({f"preprocess.{k}": np.asarray(v) for k, v in self.data.preprocessor.state_dict().items()})
         if self.tracker.best_weights and kind != "best":
             tensors.update({f"best.{k}": v for k, v in self.tracker.best_weights.items()})
-        save_checkpoint(path, tensors, self.meta(kind))
+        save_checkpoint(path, tensors, self.meta(kind), backup)
 
     def meta(self, kind: str) -> dict:
         d = self.data

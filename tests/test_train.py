@@ -232,3 +232,39 @@ def test_small_shipped_configs_solve_their_problems(tmp_path, name, check):
                                           [f"output.dir={tmp_path}"]))
     summary = train_run(cfg, f"{name}.yaml")
     assert check(summary), summary["test"]
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "configs" / "optimizers").glob("*.yaml")))
+def test_each_optimizer_config_learns(tmp_path, name):
+    text = (ROOT / "configs" / "optimizers" / f"{name}.yaml").read_text()
+    cfg = resolved_dict(parse_config_text(text, f"{name}.yaml", [f"output.dir={tmp_path}", "training.epochs=2"]))
+    assert train_run(cfg, f"{name}.yaml")["test"]["accuracy"] > 0.85
+
+
+def test_classic_config_runs_on_mnist_mini(tmp_path):
+    text = (ROOT / "configs" / "classic.yaml").read_text()
+    cfg = resolved_dict(parse_config_text(text, "classic.yaml", [f"output.dir={tmp_path}", "training.epochs=1",
+                                                                  "data.dataset=mnist-mini"]))
+    assert train_run(cfg, "classic.yaml")["test"]["accuracy"] > 0.85
+
+
+def test_predict_from_a_csv_with_or_without_the_target_column(tmp_path):
+    text = (ROOT / "configs" / "spirals.yaml").read_text()
+    cfg = resolved_dict(parse_config_text(text, "spirals.yaml", [f"output.dir={tmp_path}", "training.epochs=5"]))
+    best = Path(train_run(cfg, "spirals.yaml")["run_dir"]) / "checkpoints" / "best.safetensors"
+    (tmp_path / "points.csv").write_text("x0,x1\n0.1,0.2\n-0.5,0.3\n")
+    (tmp_path / "labelled.csv").write_text("x0,x1,label\n0.1,0.2,0\n-0.5,0.3,1\n")
+    plain, labelled = predict_file(best, tmp_path / "points.csv"), predict_file(best, tmp_path / "labelled.csv")
+    assert plain == labelled and plain.splitlines()[0] == "prediction,p_0,p_1,p_2" and len(plain.splitlines()) == 3
+    (tmp_path / "wide.csv").write_text("a,b,c\n1,2,3\n")
+    from bpcli.errors import DataError
+    with pytest.raises(DataError, match="has 3 input features, but the model was trained on 2"):
+        predict_file(best, tmp_path / "wide.csv")
+
+
+def test_config_differences_name_each_field():
+    from bpcli.run import config_differences
+    old = {"model": {"layers": [{"type": "dense", "units": 32}, {"type": "dense", "units": 10}]}, "training": {"epochs": 3}}
+    new = {"model": {"layers": [{"type": "dense", "units": 64}, {"type": "dense", "units": 10}]}, "training": {"epochs": 5}}
+    assert config_differences(old, new) == [("model.layers.0.units", 32, 64), ("training.epochs", 3, 5)]
+    assert config_differences({"a": [1]}, {"a": [1, 2]}) == [("a", [1], [1, 2])]

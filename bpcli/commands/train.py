@@ -33,7 +33,7 @@ def resolve_config(config: Optional[str], overrides: list[str], resume: Optional
         raise ConfigError("give a CONFIG file (or --resume RUN_DIR to continue a run with its own config)")
     from ..run import find_checkpoint
 
-    checkpoint = find_checkpoint(resume)
+    checkpoint = find_checkpoint(resume, warn)
     if overrides:
         raise ConfigError("--set needs the CONFIG file; with --resume alone the checkpoint's config is used as is")
     return checkpoint.meta["config"], "resumed"
@@ -65,12 +65,21 @@ def train(
     try:
         with graceful_interrupts(stop), DownloadProgress() as downloads:
             summary = train_run(cfg, name, data_dir=data_dir, resume=resume, force=force,
-                                callbacks=progress_callbacks(quiet), stop=stop, on_progress=downloads)
+                                callbacks=progress_callbacks(quiet), stop=stop, on_progress=downloads,
+                                on_warning=warn)
     except Interrupted as stopped:
         again = f"bpcli train {config + ' ' if config else ''}--resume {stopped.run_dir}"
         typer.echo(f"{stopped}: a resumable checkpoint was saved. Continue with:\n  {again}", err=True)
         raise typer.Exit(stopped.exit_code)
+    except KeyboardInterrupt:  # a second Ctrl-C: stop at once; every checkpoint on disk is complete
+        typer.echo("aborted by a second Ctrl-C; the last checkpoint written is intact: continue with "
+                   "--resume RUN_DIR", err=True)
+        raise typer.Exit(130)
     print_summary(summary)
+
+
+def warn(message: str) -> None:
+    typer.echo(f"warning: {message}", err=True)
 
 
 def print_summary(summary: dict) -> None:
