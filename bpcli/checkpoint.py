@@ -79,7 +79,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     _refuse_foreign(path, data)
     tensors = _parse_tensors(path, data)
     meta = _parse_meta(path, data)
-    for name in meta.get("scalars", []):
+    _check_meta(path, meta)
+    _refuse_non_finite(path, tensors)
+    for name in meta["scalars"]:
         if name in tensors and tensors[name].size == 1:
             tensors[name] = tensors[name].reshape(())
     return Checkpoint(tensors, meta, path)
@@ -124,18 +126,128 @@ def _parse_tensors(path: Path, data: bytes) -> dict[str, np.ndarray]:
     except Exception as error:  # safetensors raises its own error type for every malformed input
         raise CheckpointError(f"{path} is not a valid checkpoint (truncated or corrupt safetensors: {error})") \
             from None
+    except BaseException as error:  # a Rust panic in safetensors: pyo3's PanicException is a BaseException
+        if type(error).__name__ != "PanicException":
+            raise
+        raise CheckpointError(f"{path} is not a valid checkpoint (the safetensors reader failed on it: {error})") \
+            from None
 
 
 def _parse_meta(path: Path, data: bytes) -> dict:
     try:
         length = int.from_bytes(data[:8], "little")
         meta = json.loads(json.loads(data[8:8 + length])["__metadata__"]["bpcli"])
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+    except (ValueError, KeyError, TypeError, RecursionError):  # UnicodeDecodeError is a ValueError
         raise CheckpointError(f"{path} is a safetensors file but not a bpcli checkpoint (no bpcli metadata)") \
             from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path} is not a bpcli checkpoint (its bpcli metadata is not a mapping)")
+    if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a bpcli checkpoint (format {meta.get('format')!r})")
     if meta.get("version") != VERSION:
         raise CheckpointError(f"{path} has checkpoint format version {meta.get('version')}; "
                               f"this bpcli reads version {VERSION}")
     return meta
+
+
+# -- the metadata's shape ------------------------------------------------------------------------
+
+TASKS = ("multiclass", "binary", "regression")
+CONFIG_SECTIONS = ("model", "loss", "optimizer", "schedule", "data", "training", "checkpoint", "output")
+BIT_GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")
+
+
+def _count(value, low: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _strings(value) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _mapping_of_mappings(value) -> bool:
+    return isinstance(value, dict) and all(isinstance(v, dict) for v in value.values())
+
+
+# key: (test, what it must be). The header is JSON anyone can edit and a disk can damage.
+META_FIELDS = {
+    "kind": (lambda v: isinstance(v, str), "a string"),
+    "config": (lambda v: isinstance(v, dict), "a mapping"),
+    "task": (lambda v: isinstance(v, str) and v in TASKS, f"one of {', '.join(TASKS)}"),
+    "input_dim": (lambda v: _count(v, 1), "an integer >= 1"),
+    "class_names": (lambda v: v is None or _strings(v), "a list of strings or null"),
+    "val_hash": (lambda v: isinstance(v, str), "a string"),
+    "state": (lambda v: isinstance(v, dict), "a mapping"),
+    "schedule": (lambda v: isinstance(v, dict), "a mapping"),
+    "callbacks": (_mapping_of_mappings, "a mapping of mappings"),
+    "dropout_rng": (lambda v: isinstance(v, dict), "a mapping"),
+    "scalars": (_strings, "a list of tensor names"),
+}
+STATE_FIELDS = {
+    "epoch": (_count, "an integer >= 0"),
+    "step": (_count, "an integer >= 0"),
+    "batch": (_count, "an integer >= 0"),
+    "partial": (lambda v: isinstance(v, dict) and all(_number(x) for x in v.values()), "a mapping of numbers"),
+    "history": (lambda v: isinstance(v, list) and all(isinstance(r, dict) for r in v), "a list of mappings"),
+}
+
+
+def _check_meta(path: Path, meta: dict) -> None:
+    """Check the metadata's shape once, here, so no caller meets a KeyError or TypeError later.
+
+    Resuming and evaluating index deep into this JSON; a damaged or hand-edited
+    header must be one CheckpointError naming the file and the field, not a
+    crash in the middle of a resume. Keys bpcli does not know are allowed.
+    """
+    problem = (_fields_problem(meta, META_FIELDS, "")
+               or _fields_problem(meta["state"], STATE_FIELDS, "state.")
+               or _config_problem(meta["config"])
+               or _rng_problem(meta["dropout_rng"]))
+    if problem:
+        raise CheckpointError(f"{path}: damaged checkpoint metadata: {problem}")
+
+
+def _fields_problem(data: dict, fields: dict, prefix: str) -> str | None:
+    for key, (test, what) in fields.items():
+        if key not in data:
+            return f"{prefix}{key} is missing"
+        if not test(data[key]):
+            return f"{prefix}{key} must be {what}, not {_show(data[key])}"
+    return None
+
+
+def _config_problem(config: dict) -> str | None:
+    for section in CONFIG_SECTIONS:
+        if not isinstance(config.get(section), dict):
+            return f"config.{section} must be a mapping, not {_show(config.get(section))}"
+    return None
+
+
+def _rng_problem(state: dict) -> str | None:
+    """The dropout generator's state must be one numpy accepts, or resuming would fail when it is set."""
+    name = state.get("bit_generator")
+    if name not in BIT_GENERATORS:
+        return f"dropout_rng.bit_generator must be one of {', '.join(BIT_GENERATORS)}, not {_show(name)}"
+    try:
+        getattr(np.random, name)().state = state
+    except (TypeError, ValueError, KeyError, OverflowError) as error:
+        return f"dropout_rng is not a valid {name} state ({error})"
+    return None
+
+
+def _show(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _refuse_non_finite(path: Path, tensors: dict[str, np.ndarray]) -> None:
+    """bpcli never writes non-finite weights (or preprocessing), so such a file is damaged."""
+    bad = [name for name, t in tensors.items()
+           if name.startswith(("layers.", "best.", "preprocess.")) and t.dtype.kind == "f" and not np.isfinite(t).all()]
+    if bad:
+        raise CheckpointError(f"{path}: non-finite values in {', '.join(sorted(bad)[:3])}: the weights are damaged "
+                              "(bpcli never writes non-finite weights)")

@@ -44,6 +44,7 @@ class IdxSource:
     mirrors: tuple[str, ...] = ()
     shipped: bool = False
     kind: str = "multiclass"
+    image_shape: tuple[int, int] = (28, 28)
 
 
 @dataclass(frozen=True)
@@ -227,8 +228,9 @@ def load_synthetic(name: str, seed: int, options: dict) -> Dataset:
         x_train, y_train = make(np.random.default_rng([seed, 10]), **options)
         n = n_test or (len(x_train) if name == "xor" else max(len(x_train) // 4, 1))
         x_test, y_test = make(np.random.default_rng([seed, 11]), **{**options, "n": n})
-    except TypeError as error:
-        raise DataError(f"dataset {name}: bad option ({error}); see `bpcli data info {name}`") from None
+    except (TypeError, ValueError) as error:
+        raise DataError(f"dataset {name}: bad option in data.options ({error}); allowed: "
+                        f"{', '.join(synthetic.options_of(name))}") from None
     return Dataset(name, x_train, y_train, x_test, y_test, synthetic.KINDS[name], None, f"generated (seed {seed})")
 
 

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from pydantic import ValidationError
 
 from .checkpoint import Checkpoint, load_checkpoint
+from .config import Config, resolved_dict
 from .data import load_csv_inputs, load_dataset, load_npz_inputs
-from .errors import CheckpointError, DataError
+from .errors import CheckpointError, ConfigError, DataError
 from .losses import Loss
 from .metrics import classification_summary, predict_classes, probabilities, regression_metrics
 from .model import Model, build_model
@@ -37,18 +39,97 @@ class Restored:
 
 
 def restore(checkpoint: Checkpoint) -> Restored:
-    """The trained model, its loss and its preprocessing, rebuilt from a checkpoint."""
-    meta, cfg = checkpoint.meta, checkpoint.meta["config"]
-    model = build_model(cfg["model"]["layers"], meta["input_dim"], dtype=cfg["model"]["dtype"])
+    """The trained model, its loss and its preprocessing, rebuilt from a checkpoint.
+
+    Everything here comes from the file, so anything that does not fit (a config
+    the schema refuses, weights of another shape, a task its loss cannot score)
+    is a CheckpointError naming the file, never a crash further on.
+    """
+    meta, path = checkpoint.meta, checkpoint.path
+    try:
+        cfg = resolved_dict(Config.model_validate(meta["config"]))
+        _check_size(checkpoint, cfg["model"]["layers"], meta["input_dim"])
+        model = build_model(cfg["model"]["layers"], meta["input_dim"], dtype=cfg["model"]["dtype"])
+        loss = build_loss(cfg["loss"])
+        preprocessor = Preprocessor(cfg["data"]["preprocess"])
+    except (ConfigError, KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{path}: its stored config cannot be rebuilt: {_reason(error)}") from None
+    _load_weights(checkpoint, model)
+    _load_preprocessing(checkpoint, preprocessor, model.input_dim)
+    _check_task(checkpoint, loss, model)
+    return Restored(model, loss, preprocessor, cfg, meta["task"], _class_names(meta["class_names"], loss, model))
+
+
+def _reason(error: Exception) -> str:
+    """One line: the first schema problem with its key path, a missing key, or the error's own message."""
+    if isinstance(error, ValidationError):
+        first = error.errors(include_url=False)[0]
+        return f"config.{'.'.join(str(part) for part in first['loc'])}: {first['msg']}"
+    return f"missing {error}" if isinstance(error, KeyError) else str(error)
+
+
+# A model this small is built even if the file cannot hold it (the shape check then names the tensor).
+FREE_PARAMETERS = 1 << 24
+
+
+def _check_size(checkpoint: Checkpoint, spec: list[dict], input_dim: int) -> None:
+    """Refuse a config whose dense layers need far more parameters than the file holds, before allocating them.
+
+    Building a model allocates and initializes every parameter, so a header saying
+    units: 10**9 would exhaust memory before any shape is compared. Only dense
+    layers are counted (every other layer keeps the width), a lower bound.
+    """
+    needed, width = 0, input_dim
+    for layer in spec:
+        if layer["type"] == "dense":
+            needed, width = needed + (width + 1) * layer["units"], layer["units"]
+    stored = sum(t.size for t in checkpoint.model_tensors.values())
+    if needed > max(stored, FREE_PARAMETERS):
+        raise CheckpointError(f"{checkpoint.path}: its config needs at least {needed} parameters, but the file "
+                              f"holds {stored} layer values: the config does not belong to these weights")
+
+
+def _load_weights(checkpoint: Checkpoint, model: Model) -> None:
+    """Copy each stored tensor into the model, naming the first one that is missing or of another shape."""
     for name, target in {**model.params, **model.buffers}.items():
-        if name not in checkpoint.tensors or checkpoint.tensors[name].shape != target.shape:
-            raise CheckpointError(f"{checkpoint.path}: tensor {name} is missing or has the wrong shape "
-                                  "for the architecture in its own config")
-        target[...] = checkpoint.tensors[name]
-    preprocessor = Preprocessor(cfg["data"]["preprocess"])
-    preprocessor.load_state_dict(checkpoint.group("preprocess"))
-    names = tuple(meta["class_names"]) if meta.get("class_names") else None
-    return Restored(model, build_loss(cfg["loss"]), preprocessor, cfg, meta["task"], names)
+        stored = checkpoint.tensors.get(name)
+        if stored is None:
+            raise CheckpointError(f"{checkpoint.path}: tensor {name} is missing; the architecture in its own "
+                                  f"config needs it with shape {target.shape}")
+        if stored.shape != target.shape or stored.dtype.kind not in "fiu":
+            raise CheckpointError(f"{checkpoint.path}: tensor {name} has shape {stored.shape} ({stored.dtype}), "
+                                  f"but the architecture in its own config needs shape {target.shape}")
+        target[...] = stored
+
+
+def _load_preprocessing(checkpoint: Checkpoint, preprocessor: Preprocessor, input_dim: int) -> None:
+    """offset and scale, one per input feature, or every prediction would be wrong (or fail to broadcast)."""
+    state = checkpoint.group("preprocess")
+    for name in ("offset", "scale"):
+        value = state.get(name)
+        if value is None or value.shape != (input_dim,) or value.dtype.kind not in "fiu":
+            found = "is missing" if value is None else f"has shape {value.shape} ({value.dtype})"
+            raise CheckpointError(f"{checkpoint.path}: tensor preprocess.{name} {found}; the model takes "
+                                  f"{input_dim} features, so it needs shape ({input_dim},)")
+    preprocessor.load_state_dict(state)
+
+
+def _check_task(checkpoint: Checkpoint, loss: Loss, model: Model) -> None:
+    """The stored task must be the loss's, and multiclass names one per output, or scoring would fail."""
+    meta = checkpoint.meta
+    if loss.kind != meta["task"]:
+        raise CheckpointError(f"{checkpoint.path}: its task is {meta['task']}, but its loss is for {loss.kind}")
+    names = meta["class_names"]
+    if meta["task"] == "multiclass" and names and len(names) != model.output_dim:
+        raise CheckpointError(f"{checkpoint.path}: it names {len(names)} classes, but the model has "
+                              f"{model.output_dim} outputs")
+
+
+def _class_names(names: list[str] | None, loss: Loss, model: Model) -> tuple[str, ...] | None:
+    """The stored names; a multiclass model without them gets 0, 1, ... (the scores are reported per name)."""
+    if names:
+        return tuple(names)
+    return tuple(str(c) for c in range(model.output_dim)) if loss.kind == "multiclass" else None
 
 
 def evaluate_checkpoint(path: str | Path, *, dataset: str | None = None, split: str = "test",

@@ -20,7 +20,7 @@ import yaml
 from .callbacks import LAST, PREVIOUS, CheckpointCallback, EarlyStopping, MetricsLogger
 from .checkpoint import Checkpoint, load_checkpoint
 from .data import load_dataset
-from .errors import CheckpointError, ConfigError, DivergedError, Interrupted
+from .errors import CheckpointError, ConfigError, DiskFullError, DivergedError, Interrupted
 from .fileio import atomic_write_bytes, remove_orphans, write_error
 from .losses import LOSSES
 from .preprocessing import Prepared, prepare
@@ -139,7 +139,14 @@ def train_run(cfg: dict, config_name: str, *, data_dir: str | None = None, resum
             on_warning(f"removed {orphan}, a partial file left by an interrupted write")
     trainer = _build_trainer(cfg, data, run_dir, callbacks, stop)
     if checkpoint:
-        trainer.load_checkpoint(checkpoint)
+        try:
+            trainer.load_checkpoint(checkpoint)
+        except CheckpointError as error:  # the weights or states do not fit the model this config builds
+            if isinstance(error, DiskFullError):
+                raise
+            hint = ("; --force accepts a changed config, but not one whose model or optimizer cannot take this "
+                    "checkpoint's state: start a new run (without --resume) instead") if force else ""
+            raise CheckpointError(f"cannot resume from {checkpoint.path}: {error}{hint}") from None
     write_run_file(run_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
     try:
         trainer.fit()

@@ -58,5 +58,12 @@ def sine(rng, n: int = 256, noise: float = 0.05):
     return x, np.sin(x) + noise * rng.normal(size=(n, 1))
 
 
+def options_of(name: str) -> list[str]:
+    """The options a generator takes (besides rng), plus n_test for the test set's size."""
+    import inspect
+
+    return [p for p in inspect.signature(GENERATORS[name]).parameters if p != "rng"] + ["n_test"]
+
+
 GENERATORS = {"xor": xor, "spirals": spirals, "moons": moons, "circles": circles, "sine": sine}
 KINDS = {"xor": "binary", "spirals": "multiclass", "moons": "binary", "circles": "binary", "sine": "regression"}

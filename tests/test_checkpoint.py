@@ -12,17 +12,26 @@ from bpcli.checkpoint import load_checkpoint, save_checkpoint
 from bpcli.errors import CheckpointError
 
 
+def meta(**extra):
+    """The smallest metadata load_checkpoint accepts (every field bpcli relies on), plus `extra`."""
+    sections = ("model", "loss", "optimizer", "schedule", "data", "training", "checkpoint", "output")
+    return {"kind": "last", "config": {s: {} for s in sections}, "task": "multiclass", "input_dim": 2,
+            "class_names": None, "val_hash": "", "schedule": {}, "callbacks": {},
+            "state": {"epoch": 0, "step": 0, "batch": 0, "partial": {}, "history": []},
+            "dropout_rng": np.random.default_rng(0).bit_generator.state, **extra}
+
+
 def tensors():
     return {"layers.0.weight": np.arange(6, dtype=np.float32).reshape(2, 3), "optimizer.step": np.array(7)}
 
 
 def test_round_trip_keeps_values_shapes_and_metadata(tmp_path):
     path = tmp_path / "c.safetensors"
-    save_checkpoint(path, tensors(), {"config": {"a": [1, 2]}, "big": 2 ** 100})
+    save_checkpoint(path, tensors(), meta(note={"a": [1, 2]}, big=2 ** 100))
     ck = load_checkpoint(path)
     assert np.array_equal(ck.tensors["layers.0.weight"], tensors()["layers.0.weight"])
     assert ck.tensors["optimizer.step"].shape == () and int(ck.tensors["optimizer.step"]) == 7
-    assert ck.meta["config"] == {"a": [1, 2]} and ck.meta["big"] == 2 ** 100
+    assert ck.meta["note"] == {"a": [1, 2]} and ck.meta["big"] == 2 ** 100
     assert ck.group("optimizer") == {"step": ck.tensors["optimizer.step"]}
     assert not list(tmp_path.glob("*.tmp"))
 
@@ -66,7 +75,7 @@ def test_pickles_and_foreign_formats_are_refused_without_running_code(tmp_path, 
 @pytest.mark.parametrize("damage", ["empty", "truncated", "garbage", "not_bpcli"])
 def test_damaged_files_get_a_checkpoint_error(tmp_path, damage):
     path = tmp_path / "c.safetensors"
-    save_checkpoint(path, tensors(), {})
+    save_checkpoint(path, tensors(), meta())
     data = path.read_bytes()
     if damage == "empty":
         path.write_bytes(b"")
@@ -92,7 +101,7 @@ def test_missing_file_and_folder(tmp_path):
 def test_a_header_length_starting_with_0x80_is_not_mistaken_for_a_pickle(tmp_path):
     path = tmp_path / "c.safetensors"
     for pad in range(300):  # vary the header length until its low byte is 0x80
-        save_checkpoint(path, tensors(), {"pad": "x" * pad})
+        save_checkpoint(path, tensors(), meta(pad="x" * pad))
         if path.read_bytes()[0] == 0x80:
             break
     assert path.read_bytes()[0] == 0x80

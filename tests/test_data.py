@@ -146,7 +146,7 @@ def test_spirals_have_k_balanced_classes():
 
 
 def test_bad_synthetic_option_is_a_data_error():
-    with pytest.raises(DataError, match="spirals: bad option"):
+    with pytest.raises(DataError, match="spirals: bad option in data.options .*allowed: n, classes, noise, n_test"):
         load_dataset("spirals", options={"arms": 3})
 
 
@@ -247,3 +247,8 @@ def test_wrong_targets_for_the_loss_are_data_errors():
         prepare(load_dataset("sine"), "binary")
     with pytest.raises(DataError, match="integer class labels"):
         prepare(load_dataset("sine"), "multiclass")
+
+
+def test_a_negative_synthetic_size_is_a_data_error():
+    with pytest.raises(DataError, match="spirals: bad option in data.options"):
+        load_dataset("spirals", options={"n": -5})

@@ -37,11 +37,24 @@ def user_errors(command):
     return wrapper
 
 
+def no_color() -> bool:
+    """NO_COLOR set to anything but the empty string (https://no-color.org): the user wants plain text."""
+    return os.environ.get("NO_COLOR", "") != ""
+
+
 def console(stderr: bool = False):
-    """A Rich console; no colour or cursor codes when NO_COLOR is set or the stream is not a terminal."""
+    """A Rich console that draws (colour, styles, live bars) only on a terminal, and never with NO_COLOR.
+
+    Otherwise it is plain: no colour system, so no style codes at all (Rich's
+    own no_color keeps bold and italics), and not a terminal, so no cursor
+    codes and no live redrawing; logs, pipes and screen readers get text.
+    """
     from rich.console import Console
 
-    return Console(stderr=stderr, no_color="NO_COLOR" in os.environ or None, highlight=False)
+    fancy = Console(stderr=stderr, highlight=False)
+    if fancy.is_terminal and not no_color():
+        return fancy
+    return Console(stderr=stderr, highlight=False, color_system=None, no_color=True, force_terminal=False)
 
 
 def print_json(data) -> None:

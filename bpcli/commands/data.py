@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from .common import console, print_json, user_errors
+from .common import console, no_color, print_json, user_errors
 
 app = typer.Typer(help="List, inspect, download and import datasets.", no_args_is_help=True)
 
@@ -14,14 +14,20 @@ DATA_DIR = typer.Option(None, "--data-dir", help="Cache folder (default: $BPCLI_
 
 
 class DownloadProgress:
-    """A Rich progress bar per file (bytes, speed, time left) on stderr, fed by download.fetch."""
+    """A Rich progress bar per file (bytes, speed, time left) on stderr, fed by download.fetch.
+
+    It draws only on a terminal without NO_COLOR: a bar redrawn into a log or a
+    pipe is noise (and cursor codes), so there it stays silent.
+    """
 
     def __init__(self):
         from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
                                    TransferSpeedColumn)
 
+        err = console(stderr=True)
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                                 TransferSpeedColumn(), TimeRemainingColumn(), console=console(stderr=True))
+                                 TransferSpeedColumn(), TimeRemainingColumn(), console=err,
+                                 disable=not err.is_terminal or no_color())
         self.tasks = {}
 
     def __call__(self, name: str, done: int, total: int | None) -> None:

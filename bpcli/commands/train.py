@@ -7,19 +7,19 @@ from typing import List, Optional
 
 import typer
 
-from .common import console, user_errors
+from .common import console, no_color, user_errors
 
 SET_HELP = "Override a config key, e.g. --set optimizer.lr=0.05 (repeatable)."
 
 
 def progress_callbacks(quiet: bool) -> list:
-    """Rich bars on a terminal, one plain line per epoch otherwise, nothing with --quiet."""
+    """Rich bars on a terminal, one plain line per epoch otherwise or with NO_COLOR, nothing with --quiet."""
     from ..callbacks import PlainProgress, RichProgress
 
     if quiet:
         return []
     err = console(stderr=True)
-    return [RichProgress(err)] if err.is_terminal else [PlainProgress(sys.stderr)]
+    return [RichProgress(err)] if err.is_terminal and not no_color() else [PlainProgress(sys.stderr)]
 
 
 def resolve_config(config: Optional[str], overrides: list[str], resume: Optional[str]) -> tuple[dict, str]:
@@ -36,7 +36,12 @@ def resolve_config(config: Optional[str], overrides: list[str], resume: Optional
     checkpoint = find_checkpoint(resume, warn)
     if overrides:
         raise ConfigError("--set needs the CONFIG file; with --resume alone the checkpoint's config is used as is")
-    return checkpoint.meta["config"], "resumed"
+    import yaml
+
+    from ..config import parse_config_text  # the stored config is checked like a file before it is used
+
+    stored = yaml.safe_dump(checkpoint.meta["config"], sort_keys=False)
+    return resolved_dict(parse_config_text(stored, f"{checkpoint.path} (its stored config)")), "resumed"
 
 
 @user_errors
