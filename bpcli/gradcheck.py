@@ -5,9 +5,11 @@ For a scalar loss L(theta), the central difference
 has an error of order eps^2, so in float64 with eps = 1e-6 it agrees with a
 correct analytic gradient to about 1e-9. Each parameter tensor (and the input)
 is scored with the relative error of the whole tensor,
-    ||analytic - numeric|| / (||analytic|| + ||numeric||),
+    ||analytic - numeric|| / max(||analytic|| + ||numeric||, 0.01),
 which, unlike an entry-wise ratio, is not thrown off by entries that are
-legitimately near zero.
+legitimately near zero. The floor matters when a gradient is exactly zero
+(mae's signs can balance): the central difference then returns rounding noise
+of about 1e-10, which is no error at all.
 
 Two things would cause false failures and are handled:
   * kinks (relu at 0, |x| in mae and l1): a difference whose two sides fall on
@@ -46,9 +48,12 @@ class CheckResult:
         return asdict(self)
 
 
+NOISE_FLOOR = 0.01
+
+
 def relative_error(analytic: np.ndarray, numeric: np.ndarray) -> float:
-    scale = np.linalg.norm(analytic) + np.linalg.norm(numeric)
-    return 0.0 if scale == 0 else float(np.linalg.norm(analytic - numeric) / scale)
+    scale = max(np.linalg.norm(analytic) + np.linalg.norm(numeric), NOISE_FLOOR)
+    return float(np.linalg.norm(analytic - numeric) / scale)
 
 
 class ProjectionLoss(Loss):

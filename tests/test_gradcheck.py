@@ -107,3 +107,5 @@ def test_numeric_gradient_of_a_known_function():
 def test_relative_error():
     assert relative_error(np.zeros(3), np.zeros(3)) == 0.0
     assert relative_error(np.array([1.0]), np.array([3.0])) == pytest.approx(0.5)
+    assert relative_error(np.zeros(3), np.full(3, 1e-10)) < 1e-7  # rounding noise around an exact zero
+    assert relative_error(np.array([1e-3]), np.array([2e-3])) > 0.05  # a small gradient that is wrong still fails
