@@ -28,6 +28,14 @@ class Activation:
     def backward(self, z, a, da):
         raise NotImplementedError
 
+    def forward_inplace(self, z):
+        """forward, free to overwrite z (the layers use this; it is the same function unless overridden)."""
+        return self.forward(z)
+
+    def backward_inplace(self, z, a, da):
+        """backward, free to overwrite da."""
+        return self.backward(z, a, da)
+
 
 def sigmoid(z):
     """1 / (1 + exp(-z)) without overflow: exp only ever sees -|z|."""
@@ -68,6 +76,12 @@ class ReLU(Activation):
 
     def backward(self, z, a, da):
         return da * (z > 0)
+
+    def forward_inplace(self, z):
+        return np.multiply(z, z > 0, out=z)  # z becomes a; a > 0 exactly where z > 0, so backward still works
+
+    def backward_inplace(self, z, a, da):
+        return np.multiply(da, a > 0, out=da)
 
 
 class LeakyReLU(Activation):

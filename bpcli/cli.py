@@ -10,7 +10,7 @@ from __future__ import annotations
 import typer
 
 from . import __version__
-from .commands import config, data, evaluate, gradcheck, train
+from .commands import config, data, evaluate, gradcheck, time, train
 from .commands.common import state
 
 EXIT_CODES_HELP = (
@@ -31,6 +31,7 @@ app.command()(train.train)
 app.command("eval")(evaluate.eval_)
 app.command()(evaluate.predict)
 app.command()(gradcheck.gradcheck)
+app.command("time")(time.time_)
 app.add_typer(data.app, name="data")
 app.add_typer(config.app, name="config")
 

@@ -84,22 +84,20 @@ class CrossEntropy(Loss):
 
     def __call__(self, logits, y):
         n, classes = logits.shape
-        labels = np.asarray(y).reshape(-1).astype(np.intp, copy=False)
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        exp = np.exp(shifted)
-        sum_exp = exp.sum(axis=1, keepdims=True)
-        log_p = shifted - np.log(sum_exp)
-        rows = np.arange(n)
+        labels, rows = np.asarray(y).reshape(-1), np.arange(n)
+        shifted = logits - logits.max(axis=1, keepdims=True)    # exp sees only values <= 0
+        p = np.exp(shifted)
+        sums = p.sum(axis=1, keepdims=True)
+        log_sums = np.log(sums[:, 0])                           # log p = shifted - log_sums, exactly
         s = self.label_smoothing
-        value = -(1 - s) * log_p[rows, labels].mean()
+        value = -(1 - s) * (shifted[rows, labels] - log_sums).mean()
         if s:
-            value -= s * log_p.mean(axis=1).mean()
-        dlogits = exp / sum_exp
-        if s:
-            dlogits -= logits.dtype.type(s / classes)
-        dlogits[rows, labels] -= logits.dtype.type(1 - s)
-        dlogits *= logits.dtype.type(1.0 / n)
-        return float(value), dlogits
+            value -= s * (shifted.mean(axis=1) - log_sums).mean()
+            p -= logits.dtype.type(s / classes) * sums          # folded into the division below
+        p /= sums
+        p[rows, labels] -= logits.dtype.type(1 - s)
+        p *= logits.dtype.type(1.0 / n)
+        return float(value), p                                  # dlogits = (softmax - q) / n
 
 
 class BinaryCrossEntropy(Loss):

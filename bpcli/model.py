@@ -38,9 +38,11 @@ class Model:
         self.dtype = np.dtype(dtype)
         self.output_dim = self._build_shapes(input_dim)
         self.rng = np.random.default_rng([seed, 1])  # dropout masks
-        for layer in self.layers:
+        for before, layer in zip([None, *self.layers], self.layers):
             if isinstance(layer, Dropout):
                 layer.rng = self.rng
+            if isinstance(layer, ActivationLayer):
+                layer.inplace = isinstance(before, Dense)  # its input is then the dense layer's own buffer
         self._allocate_parameters(np.random.default_rng([seed, 0]))
 
     def _build_shapes(self, dim: int) -> int:

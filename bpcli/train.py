@@ -105,7 +105,10 @@ def train_step(parts: Parts, x: np.ndarray, y: np.ndarray, lr: float, clip: dict
 
 def predict_logits(model: Model, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
     """The network's outputs for a whole set, in large batches at evaluation mode."""
-    return np.concatenate([model.forward(x[i:i + batch_size], training=False) for i in range(0, len(x), batch_size)])
+    logits = np.empty((len(x), model.output_dim), dtype=model.dtype)
+    for i in range(0, len(x), batch_size):
+        logits[i:i + batch_size] = model.forward(x[i:i + batch_size], training=False)  # copied: buffers are reused
+    return logits
 
 
 def evaluate(model: Model, loss: Loss, x: np.ndarray, y: np.ndarray, batch_size: int = 4096) -> dict:
@@ -190,10 +193,11 @@ class Trainer:
 
     def run_epoch(self) -> None:
         order = epoch_order(self.seed, self.epoch, len(self.data.x_train))
+        x_train, y_train = self.data.x_train, self.data.y_train
         while self.batch < self.batches_per_epoch:
             started = time.perf_counter()
             idx = order[self.batch * self.batch_size:(self.batch + 1) * self.batch_size]
-            self.run_batch(self.data.x_train[idx], self.data.y_train[idx])
+            self.run_batch(x_train[idx], y_train[idx])
             self.partial["seconds"] += time.perf_counter() - started
             for callback in self.callbacks:
                 callback.on_batch_end(self)

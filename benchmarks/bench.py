@@ -1,0 +1,202 @@
+"""Epoch time of bpcli against the bare matrix multiplies of the same epoch, in one process.
+
+    python benchmarks/bench.py                 # W1, W2, W3 on Fashion-MNIST (or random data of its shape)
+    python benchmarks/bench.py --torch         # also a plain PyTorch loop, when torch is installed
+    python benchmarks/bench.py --rounds 3 --workloads W1 --json out.json
+
+Each workload trains through bpcli's own code (train_run: progress bar, metric
+logs, checkpoints and per-epoch validation on, as by default). After every
+bpcli epoch the script times one epoch of bare GEMMs with the same shapes and
+batch count (forward x @ W, backward a.T @ dz and dz @ W.T, into preallocated
+outputs, no first-layer dx since no trainer needs it), so both are measured in
+interleaved rounds under the same conditions; the first epoch is a warm-up.
+Reported: median seconds per epoch of each, their ratio, and peak memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bpcli.callbacks import Callback, RichProgress
+from bpcli.config import parse_config_text, resolved_dict
+from bpcli.data import DATASETS, load_dataset
+from bpcli.timing import BareGemms
+
+WORKLOADS = {
+    "W1": {"hidden": [256, 128], "batch": 128, "optimizer": "{name: sgd, lr: 0.01, momentum: 0.9}"},
+    "W2": {"hidden": [256, 128], "batch": 128, "optimizer": "{name: adam, lr: 0.001}"},
+    "W3": {"hidden": [1024, 1024], "batch": 256, "optimizer": "{name: sgd, lr: 0.01, momentum: 0.9}"},
+}
+FASHION_DIRS = (Path("/usr/share/datasets/fashion-mnist"),)
+
+
+def workload_config(name: str, dataset: str, epochs: int, out: Path, extra: str = "") -> dict:
+    spec = WORKLOADS[name]
+    layers = "".join(f"    - {{type: dense, units: {u}, activation: relu}}\n" for u in spec["hidden"])
+    text = (f"model:\n  layers:\n{layers}    - {{type: dense, units: 10}}\n"
+            f"optimizer: {spec['optimizer']}\n"
+            f"data: {{dataset: {dataset}, batch_size: {spec['batch']}, val_fraction: 0.1}}\n"
+            f"training: {{epochs: {epochs}, seed: 0}}\n{extra}")
+    return resolved_dict(parse_config_text(text, f"{name}.yaml", [f"output.dir={out}"]))
+
+
+def fashion_available() -> str | None:
+    """fashion-mnist if it is in the bpcli cache or importable from Debian's package."""
+    from bpcli.data import import_dataset, is_cached
+
+    if is_cached("fashion-mnist"):
+        return "fashion-mnist"
+    for folder in FASHION_DIRS:
+        if folder.is_dir():
+            import_dataset("fashion-mnist", str(folder))
+            return "fashion-mnist"
+    return None
+
+
+def random_npz(path: Path, n: int = 60000) -> str:
+    """Random data of Fashion-MNIST's shape, as the user's own .npz."""
+    rng = np.random.default_rng(0)
+    np.savez(path, X=rng.integers(0, 256, (n, 784), dtype=np.uint8), y=rng.integers(0, 10, n),
+             X_test=rng.integers(0, 256, (10000, 784), dtype=np.uint8), y_test=rng.integers(0, 10, 10000))
+    return str(path)
+
+
+class Interleave(Callback):
+    """After each bpcli epoch, time one bare-GEMM epoch; bpcli's epoch time excludes it."""
+
+    def __init__(self, bare: BareGemms):
+        self.bare, self.ours, self.gemm = bare, [], []
+        self.started = None
+
+    def on_train_begin(self, trainer):
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, trainer, row):
+        self.ours.append(time.perf_counter() - self.started)
+        self.gemm.append(self.bare.epoch())
+        self.started = time.perf_counter()
+
+
+def run_bpcli(name: str, dataset: str, rounds: int, out: Path) -> dict:
+    from bpcli.run import train_run
+
+    cfg = workload_config(name, dataset, rounds + 1, out)
+    n_train = round(60000 * 0.9)
+    sizes = [784, *WORKLOADS[name]["hidden"], 10]
+    timer = Interleave(BareGemms(sizes, WORKLOADS[name]["batch"], n_train))
+    progress = RichProgress(_hidden_terminal())
+    train_run(cfg, f"{name}.yaml", callbacks=[progress, timer])
+    ours, gemm = statistics.median(timer.ours[1:]), statistics.median(timer.gemm[1:])
+    return {"workload": name, "bpcli_s": ours, "gemm_s": gemm, "ratio": ours / gemm,
+            "rounds": rounds, "bpcli_all_s": timer.ours, "gemm_all_s": timer.gemm}
+
+
+def _hidden_terminal():
+    """A terminal console that draws into memory: the progress bars' cost is paid, nothing is shown."""
+    from rich.console import Console
+
+    return Console(file=io.StringIO(), force_terminal=True, width=120)
+
+
+def run_torch(name: str, dataset: str, rounds: int, bare_gemm_s: float) -> dict | None:
+    """The same workload as a plain PyTorch CPU loop: shuffled mini-batches, then validation."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    x, y, x_val, y_val = _torch_data(dataset)
+    spec = WORKLOADS[name]
+    sizes = [784, *spec["hidden"], 10]
+    layers = []
+    for a, b in zip(sizes, sizes[1:]):
+        layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
+    model = torch.nn.Sequential(*layers[:-1])
+    opt = (torch.optim.Adam(model.parameters(), lr=1e-3) if name == "W2"
+           else torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9))
+    loss_fn, times = torch.nn.CrossEntropyLoss(), []
+    for _ in range(rounds + 1):
+        started = time.perf_counter()
+        order = torch.randperm(len(x))
+        for i in range(0, len(x), spec["batch"]):
+            idx = order[i:i + spec["batch"]]
+            opt.zero_grad()
+            loss = loss_fn(model(x[idx]), y[idx])
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            loss_fn(model(x_val), y_val)
+        times.append(time.perf_counter() - started)
+    median = statistics.median(times[1:])
+    return {"workload": name, "torch_s": median, "torch_ratio": median / bare_gemm_s}
+
+
+def _torch_data(dataset: str):
+    import torch
+
+    from bpcli.preprocessing import prepare
+
+    prepared = prepare(load_dataset(dataset), "multiclass", val_fraction=0.1, seed=0)
+    as_t = torch.from_numpy
+    return as_t(prepared.x_train), as_t(prepared.y_train), as_t(prepared.x_val), as_t(prepared.y_val)
+
+
+def machine() -> dict:
+    import os
+    import platform
+
+    try:
+        from threadpoolctl import threadpool_info
+        blas = [f"{i['internal_api']} {i['version']} ({i['num_threads']} threads)" for i in threadpool_info()]
+    except ImportError:
+        blas = []
+    return {"python": platform.python_version(), "numpy": np.__version__, "cpus": os.cpu_count(),
+            "machine": platform.machine(), "blas": blas}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
+    parser.add_argument("--rounds", type=int, default=8, help="measured epochs per workload (after a warm-up)")
+    parser.add_argument("--torch", action="store_true", help="also time a plain PyTorch loop")
+    parser.add_argument("--random", action="store_true", help="random data of Fashion-MNIST's shape")
+    parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument("--out", default="/tmp/bpcli-bench", help="where the benchmark's run directories go")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    dataset = None if args.random else fashion_available()
+    dataset = dataset or random_npz(out / "random.npz")
+    results = []
+    for name in args.workloads:
+        result = run_bpcli(name, dataset, args.rounds, out)
+        if args.torch:
+            result.update(run_torch(name, dataset, args.rounds, result["gemm_s"]) or {"torch_s": None})
+        results.append(result)
+        print_row(result)
+    report = {"dataset": dataset, "machine": machine(), "results": results,
+              "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    print(f"peak memory {report['peak_memory_mb']:.0f} MB; data {dataset}", file=sys.stderr)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+def print_row(r: dict) -> None:
+    torch_part = f"  torch {r['torch_s']:.3f} s ({r['torch_ratio']:.2f}x)" if r.get("torch_s") else ""
+    print(f"{r['workload']}: bpcli {r['bpcli_s']:.3f} s/epoch, bare GEMMs {r['gemm_s']:.3f} s, "
+          f"ratio {r['ratio']:.2f}x{torch_part}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
