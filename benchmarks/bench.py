@@ -28,7 +28,7 @@ import numpy as np
 
 from bpcli.callbacks import Callback, RichProgress
 from bpcli.config import parse_config_text, resolved_dict
-from bpcli.data import DATASETS, load_dataset
+from bpcli.data import load_dataset
 from bpcli.timing import BareGemms
 
 WORKLOADS = {
@@ -63,10 +63,11 @@ def fashion_available() -> str | None:
 
 
 def random_npz(path: Path, n: int = 60000) -> str:
-    """Random data of Fashion-MNIST's shape, as the user's own .npz."""
+    """Random data of Fashion-MNIST's shape (n training images), as the user's own .npz."""
     rng = np.random.default_rng(0)
+    n_test = max(n // 6, 10)
     np.savez(path, X=rng.integers(0, 256, (n, 784), dtype=np.uint8), y=rng.integers(0, 10, n),
-             X_test=rng.integers(0, 256, (10000, 784), dtype=np.uint8), y_test=rng.integers(0, 10, 10000))
+             X_test=rng.integers(0, 256, (n_test, 784), dtype=np.uint8), y_test=rng.integers(0, 10, n_test))
     return str(path)
 
 
@@ -86,11 +87,11 @@ class Interleave(Callback):
         self.started = time.perf_counter()
 
 
-def run_bpcli(name: str, dataset: str, rounds: int, out: Path) -> dict:
+def run_bpcli(name: str, dataset: str, rounds: int, out: Path, n_images: int) -> dict:
     from bpcli.run import train_run
 
     cfg = workload_config(name, dataset, rounds + 1, out)
-    n_train = round(60000 * 0.9)
+    n_train = round(n_images * 0.9)
     sizes = [784, *WORKLOADS[name]["hidden"], 10]
     timer = Interleave(BareGemms(sizes, WORKLOADS[name]["batch"], n_train))
     progress = RichProgress(_hidden_terminal())
@@ -108,7 +109,7 @@ def _hidden_terminal():
 
 
 def run_torch(name: str, dataset: str, rounds: int, bare_gemm_s: float) -> dict | None:
-    """The same workload as a plain PyTorch CPU loop: shuffled mini-batches, then validation."""
+    """The same workload as a plain PyTorch CPU loop: shuffled mini-batches, then validation (torch 2 threads)."""
     try:
         import torch
     except ImportError:
@@ -146,7 +147,7 @@ def _torch_data(dataset: str):
 
     from bpcli.preprocessing import prepare
 
-    prepared = prepare(load_dataset(dataset), "multiclass", val_fraction=0.1, seed=0)
+    prepared = prepare(load_dataset(dataset), "multiclass", val_fraction=0.1, seed=0)  # the same arrays as bpcli
     as_t = torch.from_numpy
     return as_t(prepared.x_train), as_t(prepared.y_train), as_t(prepared.x_val), as_t(prepared.y_val)
 
@@ -170,16 +171,18 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=8, help="measured epochs per workload (after a warm-up)")
     parser.add_argument("--torch", action="store_true", help="also time a plain PyTorch loop")
     parser.add_argument("--random", action="store_true", help="random data of Fashion-MNIST's shape")
+    parser.add_argument("--samples", type=int, default=60000, help="with --random: training images (a tiny run: 2000)")
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--out", default="/tmp/bpcli-bench", help="where the benchmark's run directories go")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     dataset = None if args.random else fashion_available()
-    dataset = dataset or random_npz(out / "random.npz")
+    n_images = 60000 if dataset else args.samples
+    dataset = dataset or random_npz(out / "random.npz", n_images)
     results = []
     for name in args.workloads:
-        result = run_bpcli(name, dataset, args.rounds, out)
+        result = run_bpcli(name, dataset, args.rounds, out, n_images)
         if args.torch:
             result.update(run_torch(name, dataset, args.rounds, result["gemm_s"]) or {"torch_s": None})
         results.append(result)

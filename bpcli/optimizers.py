@@ -23,7 +23,6 @@ operations (``out=`` and in-place ufuncs, no Python loop over layers).
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import math
 import numbers
@@ -31,7 +30,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from bpcli.errors import CheckpointError, ConfigError
+from bpcli.errors import CheckpointError, ConfigError, did_you_mean
 
 
 # Updates run over chunks of this many elements: the few arrays an update touches
@@ -64,8 +63,12 @@ class Optimizer:
         self.state: dict[str, np.ndarray] = {}
         self._tmp: np.ndarray | None = None  # scratch buffer, reused, not state
 
-    def step(self, params: np.ndarray, grads: np.ndarray, lr: float) -> None:
-        """Update `params` in place from `grads` (which is overwritten: see module doc)."""
+    def step(self, params: np.ndarray, grads: np.ndarray, lr: float) -> float:
+        """Update `params` in place from `grads` (which is overwritten: see module doc).
+
+        Returns the L2 norm of the gradient as given, measured chunk by chunk while
+        each chunk is in cache anyway, so logging it costs no extra pass over memory.
+        """
         if grads.shape != params.shape or grads.dtype != params.dtype or params.dtype.kind != "f":
             raise ValueError(f"params ({params.shape} {params.dtype}) and grads ({grads.shape} "
                              f"{grads.dtype}) must be float arrays of one shape and dtype")
@@ -76,14 +79,14 @@ class Optimizer:
                 raise CheckpointError(f"optimizer state {name!r} is {a.shape} {a.dtype} but the "
                                       f"parameters are {params.shape} {params.dtype}: wrong model?")
         self.t += 1
-        tmp, c = self._scratch(params), params.dtype.type
-
-        def update(part: slice) -> None:
-            state = {name: a[part] for name, a in self.state.items()}
-            self._update(params[part], grads[part], state, tmp[part], float(lr), c)
-
+        tmp, c, square_sum = self._scratch(params), params.dtype.type, 0.0
         for start in range(0, params.size, CHUNK):
-            update(slice(start, start + CHUNK))
+            part = slice(start, start + CHUNK)
+            g = grads[part]
+            square_sum += float(np.dot(g, g))
+            state = {name: a[part] for name, a in self.state.items()}
+            self._update(params[part], g, state, tmp[part], float(lr), c)
+        return math.sqrt(square_sum)
 
     def _update(self, p, g, state, tmp, lr, c) -> None:
         """One update of p from g (views of one chunk, as are `state` and the scratch `tmp`).
@@ -295,22 +298,18 @@ def clip_grad_value(grads: np.ndarray, clip_value: float) -> None:
 OPTIMIZERS = {"sgd": SGD, "adagrad": Adagrad, "rmsprop": RMSprop, "adam": Adam, "adamw": AdamW}
 
 
-def _did_you_mean(word, choices) -> str:
-    close = difflib.get_close_matches(str(word), list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
 
 def build_optimizer(name: str, **hyperparams) -> Optimizer:
     """The optimizer `name` (a key of OPTIMIZERS) with the given hyperparameters, from config."""
     cls = OPTIMIZERS.get(str(name).lower())
     if cls is None:
-        raise ConfigError(f"unknown optimizer {name!r}{_did_you_mean(name, OPTIMIZERS)}; "
-                          f"allowed: {', '.join(OPTIMIZERS)}", key="optimizer.name")
+        raise ConfigError(f"unknown optimizer {name!r}; allowed: {', '.join(OPTIMIZERS)}."
+                          f"{did_you_mean(name, OPTIMIZERS)}", key="optimizer.name")
     allowed = [k for k in inspect.signature(cls.__init__).parameters if k != "self"]
     for key in hyperparams:
         if key not in allowed:
-            hint = (" (the learning rate comes from the schedule)" if key == "lr"
-                    else _did_you_mean(key, allowed))
-            raise ConfigError(f"unknown hyperparameter {key!r} for {name}{hint}; "
-                              f"allowed: {', '.join(allowed)}", key=f"optimizer.{key}")
+            hint = (" The learning rate comes from the schedule." if key == "lr"
+                    else did_you_mean(key, allowed))
+            raise ConfigError(f"unknown hyperparameter {key!r} for {name}; allowed: {', '.join(allowed)}.{hint}",
+                              key=f"optimizer.{key}")
     return cls(**hyperparams)

@@ -17,14 +17,13 @@ epoch through ``observe`` and checkpoints its state.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import math
 import numbers
 
 import numpy as np
 
-from bpcli.errors import CheckpointError, ConfigError
+from bpcli.errors import CheckpointError, ConfigError, did_you_mean
 
 
 def _fail(name: str, allowed: str, value) -> None:
@@ -44,10 +43,6 @@ def _count(name: str, value, least: int) -> int:
         _fail(name, f"an integer >= {least}", value)
     return int(value)
 
-
-def _did_you_mean(word, choices) -> str:
-    close = difflib.get_close_matches(str(word), list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 class Schedule:
@@ -144,8 +139,8 @@ class ReduceOnPlateau(Schedule):
                  steps_per_epoch: int = 1, warmup_epochs: float = 0.0):
         super().__init__(lr, steps_per_epoch, warmup_epochs)
         if mode not in ("min", "max"):
-            raise ConfigError(f"mode must be 'min' or 'max', got {mode!r}"
-                              f"{_did_you_mean(mode, ('min', 'max'))}", key="schedule.mode")
+            raise ConfigError(f"mode must be 'min' or 'max', got {mode!r}.{did_you_mean(mode, ('min', 'max'))}",
+                              key="schedule.mode")
         self.mode = mode
         self.factor = _real("factor", factor, lambda x: 0 < x < 1, "a number in (0, 1)")
         self.patience = _count("patience", patience, 0)
@@ -212,14 +207,13 @@ def build_schedule(name: str, **kwargs) -> Schedule:
     """The schedule `name` (a key of SCHEDULES) with the given arguments, from config."""
     cls = SCHEDULES.get(str(name).lower())
     if cls is None:
-        raise ConfigError(f"unknown schedule {name!r}{_did_you_mean(name, SCHEDULES)}; "
-                          f"allowed: {', '.join(SCHEDULES)}", key="schedule.name")
+        raise ConfigError(f"unknown schedule {name!r}; allowed: {', '.join(SCHEDULES)}."
+                          f"{did_you_mean(name, SCHEDULES)}", key="schedule.name")
     params = {k: p for k, p in inspect.signature(cls.__init__).parameters.items() if k != "self"}
     for key in kwargs:
         if key not in params:
-            raise ConfigError(f"unknown argument {key!r} for the {name} schedule"
-                              f"{_did_you_mean(key, params)}; allowed: {', '.join(params)}",
-                              key=f"schedule.{key}")
+            raise ConfigError(f"unknown argument {key!r} for the {name} schedule; allowed: {', '.join(params)}."
+                              f"{did_you_mean(key, params)}", key=f"schedule.{key}")
     for key, p in params.items():
         if p.default is p.empty and key not in kwargs:
             raise ConfigError(f"the {name} schedule needs {key!r}; its arguments: "

@@ -261,12 +261,12 @@ def test_clip_grad_value_in_place():
     (lambda: Adam(beta2=1.0), "optimizer.beta2", "[0, 1)"),
     (lambda: AdamW(weight_decay=float("nan")), "optimizer.weight_decay", ">= 0"),
     (lambda: clip_grad_norm(np.ones(2), 0.0), "optimizer.clip_grad_norm", "> 0"),
-    (lambda: build_optimizer("adm"), "optimizer.name", "did you mean 'adam'"),
+    (lambda: build_optimizer("adm"), "optimizer.name", "Did you mean 'adam'"),
     (lambda: build_optimizer("adm"), "optimizer.name", "sgd, adagrad, rmsprop, adam, adamw"),
-    (lambda: build_optimizer("adam", beta_1=0.9), "optimizer.beta_1", "did you mean 'beta1'"),
+    (lambda: build_optimizer("adam", beta_1=0.9), "optimizer.beta_1", "Did you mean 'beta1'"),
     (lambda: build_optimizer("adam", beta_1=0.9), "optimizer.beta_1",
      "allowed: beta1, beta2, eps, weight_decay"),
-    (lambda: build_optimizer("sgd", lr=0.1), "optimizer.lr", "comes from the schedule"),
+    (lambda: build_optimizer("sgd", lr=0.1), "optimizer.lr", "The learning rate comes from the schedule"),
 ])
 def test_bad_config_names_key_and_allowed_values(make, key, allowed):
     with pytest.raises(ConfigError) as info:

@@ -163,10 +163,10 @@ def test_state_dict_checks():
     (lambda: ReduceOnPlateau(0.1, patience=-1), "schedule.patience", "integer >= 0"),
     (lambda: ReduceOnPlateau(0.1, cooldown=1.5), "schedule.cooldown", "integer >= 0"),
     (lambda: ReduceOnPlateau(0.1, min_delta=-0.1), "schedule.min_delta", ">= 0"),
-    (lambda: build_schedule("cosin", lr=0.1), "schedule.name", "did you mean 'cosine'"),
+    (lambda: build_schedule("cosin", lr=0.1), "schedule.name", "Did you mean 'cosine'"),
     (lambda: build_schedule("cosin"), "schedule.name",
      "constant, step, exponential, cosine, reduce_on_plateau"),
-    (lambda: build_schedule("cosine", lr=0.1, epoch=3), "schedule.epoch", "did you mean 'epochs'"),
+    (lambda: build_schedule("cosine", lr=0.1, epoch=3), "schedule.epoch", "Did you mean 'epochs'"),
     (lambda: build_schedule("cosine", lr=0.1), "schedule.epochs", "needs 'epochs'"),
 ])
 def test_bad_config_names_key_and_allowed_values(make, key, allowed):
