@@ -78,10 +78,13 @@ class ReLU(Activation):
         return da * (z > 0)
 
     def forward_inplace(self, z):
-        return np.multiply(z, z > 0, out=z)  # z becomes a; a > 0 exactly where z > 0, so backward still works
+        """z becomes a, and the mask z > 0 is kept for backward_inplace (one pass fewer there)."""
+        self.mask = z > 0
+        return np.multiply(z, self.mask, out=z)
 
     def backward_inplace(self, z, a, da):
-        return np.multiply(da, a > 0, out=da)
+        mask = self.mask if getattr(self, "mask", None) is not None and self.mask.shape == da.shape else a > 0
+        return np.multiply(da, mask, out=da)
 
 
 class LeakyReLU(Activation):

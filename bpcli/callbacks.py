@@ -174,14 +174,16 @@ class MetricsLogger(Callback):
             raise write_error(path, error, "metrics") from None
 
 
+SHORT_NAMES = {"train_loss": "loss", "train_accuracy": "acc", "val_loss": "val_loss", "val_accuracy": "val_acc"}
+
+
 def format_row(row: dict, epochs: int) -> str:
-    """One plain line per epoch: the same figures as metrics.csv."""
+    """One line per epoch, short enough for an 100-column terminal: the figures of metrics.csv."""
     parts = [f"epoch {row['epoch']}/{epochs}"]
-    for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+    for key, short in SHORT_NAMES.items():
         if row.get(key) is not None:
-            value = row[key]
-            parts.append(f"{key} {value:.2%}" if "accuracy" in key else f"{key} {value:.4f}")
-    parts.append(f"lr {row['lr']:.3g}  grad_norm {row['grad_norm']:.3g}  {row['seconds']:.1f}s")
+            parts.append(f"{short} {row[key]:.2%}" if "accuracy" in key else f"{short} {row[key]:.4f}")
+    parts.append(f"lr {row['lr']:.3g}  grad {row['grad_norm']:.3g}  {row['seconds']:.1f}s")
     return "  ".join(parts)
 
 
@@ -227,7 +229,7 @@ class RichProgress(Callback):
     def on_epoch_end(self, trainer, row):
         self.progress.update(self.epoch_task, completed=row["epoch"])
         self.progress.reset(self.batch_task, total=trainer.batches_per_epoch, stats="")
-        self.progress.console.print(format_row(row, trainer.epochs))
+        self.progress.console.print(format_row(row, trainer.epochs), soft_wrap=True)
 
     def on_train_end(self, trainer, summary):
         self.progress.stop()

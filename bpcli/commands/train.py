@@ -100,4 +100,4 @@ def print_summary(summary: dict) -> None:
         out.print(f"[bold]Test:[/] {figures}")
     out.print(f"[bold]Run directory:[/] {summary['run_dir']} ({summary['seconds']:.1f} s of training)")
     out.print(f"Evaluate with: bpcli eval {summary['run_dir']}/checkpoints/"
-              f"{'best' if summary['final_weights'] != 'last' else 'last'}.safetensors")
+              f"{'best' if summary['final_weights'] != 'last' else 'last'}.safetensors", soft_wrap=True)
