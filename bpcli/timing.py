@@ -70,11 +70,12 @@ def time_layers(model: Model, x: np.ndarray, repeats: int) -> list[dict]:
     inputs = [x]
     for layer in model.layers:
         inputs.append(np.array(layer.forward(inputs[-1], True), copy=True))
-    rows, upstream = [], np.ones_like(inputs[-1])
+    rows = []
     for i, layer in enumerate(model.layers):
-        fresh = lambda: np.array(inputs[i], copy=True)  # noqa: E731  (in-place layers overwrite their input)
-        forward = _median_ms(lambda: layer.forward(fresh(), True), repeats)
-        backward = _median_ms(lambda: layer.backward(np.ones_like(inputs[i + 1])), repeats)
+        x_in, dy = inputs[i], np.ones_like(inputs[i + 1])
+        # a fresh copy of the input each time: layers that work in place overwrite it
+        forward = _median_ms(lambda: layer.forward(np.array(x_in, copy=True), True), repeats)  # noqa: B023
+        backward = _median_ms(lambda: layer.backward(np.array(dy, copy=True)), repeats)  # noqa: B023
         rows.append({"layer": i, "type": getattr(layer, "name", type(layer).__name__.lower()),
                      "output": list(inputs[i + 1].shape), "forward_ms": forward, "backward_ms": backward})
     return rows

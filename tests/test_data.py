@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bpcli.data import DATASETS, load_dataset, load_decoded, load_idx_dataset, save_decoded, shipped_dir
+from bpcli.data import DATASETS, load_dataset, load_decoded, load_idx_dataset, shipped_dir
 from bpcli.errors import DataError
 from bpcli.idx import encode_idx, read_idx, write_idx_gz
 from bpcli.preprocessing import Preprocessor, class_labels, indices_hash, prepare, split_validation

@@ -1,7 +1,6 @@
 """Training end to end: resume equals uninterrupted, signals, divergence, early stopping, eval, refusals."""
 
 import json
-import os
 import pickle
 import signal
 import subprocess
