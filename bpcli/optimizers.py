@@ -249,20 +249,22 @@ class Adam(Optimizer):
         elif self.weight_decay:
             p *= c(1 - lr * self.weight_decay)  # AdamW: decay p first, apart from g
         m, v = state["exp_avg"], state["exp_avg_sq"]
-        np.multiply(g, c(1 - b1), out=tmp)
+        # Four arrays only (p, g, m, v): g serves as the scratch once it is used up.
+        m -= g
         m *= c(b1)
-        m += tmp                                # m = b1*m + (1-b1)*g
-        np.multiply(g, c(1 - b2), out=tmp)
-        tmp *= g
+        m += g                                  # m = b1*(m - g) + g = b1*m + (1-b1)*g
+        np.multiply(g, g, out=g)
+        v -= g
         v *= c(b2)
-        v += tmp                                # v = b2*v + (1-b2)*g*g
+        v += g                                  # v = b2*v + (1-b2)*g*g
+        if lr == 0:
+            return                              # the moments move on; the parameters do not
         bc1, bc2 = 1 - b1 ** self.t, 1 - b2 ** self.t
-        np.sqrt(v, out=g)                       # g is free now: build the denominator in it
-        g /= c(math.sqrt(bc2))
-        g += c(self.eps)                        # denom = sqrt(v)/sqrt(bc2) + eps
-        np.multiply(m, c(lr / bc1), out=tmp)
-        tmp /= g
-        p -= tmp                                # p -= (lr/bc1) * m / denom
+        np.sqrt(v, out=g)
+        g *= c(bc1 / (lr * math.sqrt(bc2)))
+        g += c(self.eps * bc1 / lr)             # denom * bc1/lr, with denom = sqrt(v)/sqrt(bc2) + eps
+        np.divide(m, g, out=g)
+        p -= g                                  # p -= (lr/bc1) * m / denom
 
 
 class AdamW(Adam):

@@ -278,3 +278,10 @@ def test_build_optimizer_sets_hyperparameters():
     opt = build_optimizer("AdamW", beta1=0.8, weight_decay=0.5)
     assert type(opt) is AdamW and (opt.beta1, opt.beta2, opt.weight_decay) == (0.8, 0.999, 0.5)
     assert build_optimizer("adamw").weight_decay == 0.01   # PyTorch's AdamW default
+
+
+def test_adam_with_a_zero_learning_rate_updates_its_moments_but_not_the_parameters():
+    opt, p = Adam(), np.array([1.0, -2.0], dtype=np.float32)
+    opt.step(p, np.array([0.5, 0.5], dtype=np.float32), 0.0)
+    assert p.tolist() == [1.0, -2.0]
+    np.testing.assert_allclose(opt.state_dict()["exp_avg"], [0.05, 0.05], rtol=1e-6)
