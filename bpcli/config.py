@@ -43,7 +43,7 @@ from .losses import LOSSES
 from .model import DTYPES, _next_activation
 from .optimizers import OPTIMIZERS, build_optimizer
 from .preprocessing import Preprocessor
-from .schedules import SCHEDULES, build_schedule
+from .schedules import SCHEDULES
 from .yamlio import Document, Position, dump_yaml, format_path, parse_yaml, problems_error, read_yaml_file
 
 DEFAULT_LOSS, DEFAULT_OPTIMIZER, DEFAULT_SCHEDULE = "cross_entropy", "sgd", "constant"
@@ -382,10 +382,10 @@ def _build_optimizer(config: Config):
 
 
 def _build_schedule(config: Config):
-    context = {"lr": config.optimizer.lr, "epochs": config.training.epochs, "mode": monitor_mode(config)}
-    params = inspect.signature(SCHEDULES[config.schedule.name].__init__).parameters
-    context = {k: v for k, v in context.items() if k in params}
-    return build_schedule(config.schedule.name, **context, **schedule_kwargs(config))
+    """Built once during validation, exactly as training builds it, so its own rules are checked too."""
+    from .train import schedule_from_config
+
+    return schedule_from_config(resolved_dict(config), steps_per_epoch=1)
 
 
 # -- error messages ------------------------------------------------------------------------------

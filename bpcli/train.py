@@ -65,23 +65,20 @@ def build_regularizers(loss_cfg: dict) -> list:
 
 
 def build_parts(cfg: dict, input_dim: int, steps_per_epoch: int) -> Parts:
-    model_cfg, opt_cfg, sched_cfg = cfg["model"], dict(cfg["optimizer"]), dict(cfg["schedule"])
+    model_cfg, opt_cfg = cfg["model"], dict(cfg["optimizer"])
     model = build_model(model_cfg["layers"], input_dim, seed=cfg["training"]["seed"], dtype=model_cfg["dtype"])
     optimizer = build_optimizer(opt_cfg.pop("name"), **{k: v for k, v in opt_cfg.items() if k != "lr"})
-    schedule = build_schedule(sched_cfg.pop("name"), lr=opt_cfg["lr"], steps_per_epoch=steps_per_epoch,
-                              **_schedule_context(sched_cfg, cfg))
+    schedule = schedule_from_config(cfg, steps_per_epoch)
     return Parts(model, build_loss(cfg["loss"]), build_regularizers(cfg["loss"]), optimizer, schedule)
 
 
-def _schedule_context(sched_cfg: dict, cfg: dict) -> dict:
-    """The schedule's own options, plus what it takes from elsewhere in the config (epochs, mode)."""
-    params = inspect.signature(SCHEDULES[cfg["schedule"]["name"]].__init__).parameters
-    options = {k: v for k, v in sched_cfg.items() if v is not None}
-    if "epochs" in params:
-        options["epochs"] = cfg["training"]["epochs"]
-    if "mode" in params:
-        options["mode"] = resolve_mode(cfg["training"]["monitor"], cfg["training"]["mode"])
-    return options
+def schedule_from_config(cfg: dict, steps_per_epoch: int) -> Schedule:
+    """The schedule's own options, plus what it takes from elsewhere in the config (lr, epochs, mode)."""
+    options = {k: v for k, v in cfg["schedule"].items() if k != "name" and v is not None}
+    context = {"lr": cfg["optimizer"]["lr"], "steps_per_epoch": steps_per_epoch, "epochs": cfg["training"]["epochs"],
+               "mode": resolve_mode(cfg["training"]["monitor"], cfg["training"]["mode"])}
+    takes = inspect.signature(SCHEDULES[cfg["schedule"]["name"]].__init__).parameters
+    return build_schedule(cfg["schedule"]["name"], **options, **{k: v for k, v in context.items() if k in takes})
 
 
 def train_step(parts: Parts, x: np.ndarray, y: np.ndarray, lr: float, clip: dict) -> tuple[float, np.ndarray, float]:
