@@ -73,25 +73,42 @@ def random_npz(path: Path, n: int = 60000) -> str:
 
 
 class Interleave(Callback):
-    """After each bpcli epoch, time one bare-GEMM epoch; bpcli's epoch time excludes it."""
+    """After each bpcli epoch, time one bare-GEMM epoch; bpcli's epoch time excludes it.
+
+    It also clocks the time spent inside the layer diagnostics' hooks (their
+    direct cost), by wrapping them once training begins.
+    """
 
     def __init__(self, bare: BareGemms):
-        self.bare, self.ours, self.gemm = bare, [], []
-        self.started = None
+        self.bare, self.ours, self.gemm, self.diagnostics = bare, [], [], []
+        self.started, self.in_diagnostics = None, 0.0
 
     def on_train_begin(self, trainer):
+        probe = trainer.diagnostics
+        if probe is not None:
+            for hook in ("before_step", "record_gradients", "after_batch", "on_epoch_end"):
+                setattr(probe, hook, self._clocked(getattr(probe, hook)))
         self.started = time.perf_counter()
+
+    def _clocked(self, hook):
+        def clocked(*args):
+            started = time.perf_counter()
+            hook(*args)
+            self.in_diagnostics += time.perf_counter() - started
+        return clocked
 
     def on_epoch_end(self, trainer, row):
         self.ours.append(time.perf_counter() - self.started)
+        self.diagnostics.append(self.in_diagnostics)
+        self.in_diagnostics = 0.0
         self.gemm.append(self.bare.epoch())
         self.started = time.perf_counter()
 
 
-def run_bpcli(name: str, dataset: str, rounds: int, out: Path, n_images: int) -> dict:
+def run_bpcli(name: str, dataset: str, rounds: int, out: Path, n_images: int, extra: str = "") -> dict:
     from bpcli.run import train_run
 
-    cfg = workload_config(name, dataset, rounds + 1, out)
+    cfg = workload_config(name, dataset, rounds + 1, out, extra)
     n_train = round(n_images * 0.9)
     sizes = [784, *WORKLOADS[name]["hidden"], 10]
     timer = Interleave(BareGemms(sizes, WORKLOADS[name]["batch"], n_train))
@@ -99,8 +116,20 @@ def run_bpcli(name: str, dataset: str, rounds: int, out: Path, n_images: int) ->
     train_run(cfg, f"{name}.yaml", callbacks=[progress, timer])
     ours, gemm = statistics.median(timer.ours[1:]), statistics.median(timer.gemm[1:])
     paired = statistics.median(a / b for a, b in zip(timer.ours[1:], timer.gemm[1:]))  # each pair: same conditions
+    share = statistics.median(d / t for d, t in zip(timer.diagnostics[1:], timer.ours[1:]))
     return {"workload": name, "bpcli_s": ours, "gemm_s": gemm, "ratio": ours / gemm, "paired_ratio": paired,
-            "rounds": rounds, "bpcli_all_s": timer.ours, "gemm_all_s": timer.gemm}
+            "diagnostics_share": share, "rounds": rounds, "bpcli_all_s": timer.ours, "gemm_all_s": timer.gemm,
+            "diagnostics_all_s": timer.diagnostics}
+
+
+def diagnostics_ab(name: str, dataset: str, pairs: int, out: Path, n_images: int) -> dict:
+    """Whole runs of 2 epochs with diagnostics on and off, alternated; the ratio of the second epochs' paired times."""
+    ratios = []
+    for _ in range(pairs):
+        on = run_bpcli(name, dataset, 1, out, n_images)
+        off = run_bpcli(name, dataset, 1, out, n_images, "diagnostics: {enabled: false}\n")
+        ratios.append(on["bpcli_all_s"][1] / off["bpcli_all_s"][1])
+    return {"diagnostics_ab_ratio": statistics.median(ratios), "diagnostics_ab_all": ratios}
 
 
 def _hidden_terminal():
@@ -174,6 +203,8 @@ def main(argv=None) -> int:
     parser.add_argument("--torch", action="store_true", help="also time a plain PyTorch loop")
     parser.add_argument("--random", action="store_true", help="random data of Fashion-MNIST's shape")
     parser.add_argument("--samples", type=int, default=60000, help="with --random: training images (a tiny run: 2000)")
+    parser.add_argument("--diagnostics-ab", type=int, default=0, metavar="PAIRS",
+                        help="also time runs with layer diagnostics on and off, alternated, PAIRS times")
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--out", default="/tmp/bpcli-bench", help="where the benchmark's run directories go")
     args = parser.parse_args(argv)
@@ -187,6 +218,8 @@ def main(argv=None) -> int:
         result = run_bpcli(name, dataset, args.rounds, out, n_images)
         if args.torch:
             result.update(run_torch(name, dataset, args.rounds, result["gemm_s"]) or {"torch_s": None})
+        if args.diagnostics_ab:
+            result.update(diagnostics_ab(name, dataset, args.diagnostics_ab, out, n_images))
         results.append(result)
         print_row(result)
     report = {"dataset": dataset, "machine": machine(), "results": results,
@@ -199,8 +232,10 @@ def main(argv=None) -> int:
 
 def print_row(r: dict) -> None:
     torch_part = f"  torch {r['torch_s']:.3f} s ({r['torch_ratio']:.2f}x)" if r.get("torch_s") else ""
+    ab_part = f", on/off {r['diagnostics_ab_ratio']:.3f}x" if "diagnostics_ab_ratio" in r else ""
     print(f"{r['workload']}: bpcli {r['bpcli_s']:.3f} s/epoch, bare GEMMs {r['gemm_s']:.3f} s, "
-          f"ratio {r['ratio']:.2f}x (median of paired epochs {r['paired_ratio']:.2f}x){torch_part}", flush=True)
+          f"ratio {r['ratio']:.2f}x (median of paired epochs {r['paired_ratio']:.2f}x){torch_part}; "
+          f"layer diagnostics {r['diagnostics_share']:.1%} of the epoch{ab_part}", flush=True)
 
 
 if __name__ == "__main__":

@@ -151,27 +151,28 @@ class MetricsLogger(Callback):
         writer = csv.DictWriter(buffer, self.columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(trainer.history)
-        self._write(self.csv_path, buffer.getvalue(), atomic=True)
-        self._write(self.jsonl_path, "".join(json.dumps(r) + "\n" for r in trainer.history), atomic=True)
+        write_log(self.csv_path, buffer.getvalue(), atomic=True)
+        write_log(self.jsonl_path, "".join(json.dumps(r) + "\n" for r in trainer.history), atomic=True)
 
     def on_epoch_end(self, trainer, row):
         buffer = io.StringIO()
         csv.DictWriter(buffer, self.columns, lineterminator="\n").writerow(row)
-        self._write(self.csv_path, buffer.getvalue())
-        self._write(self.jsonl_path, json.dumps(row) + "\n")
+        write_log(self.csv_path, buffer.getvalue())
+        write_log(self.jsonl_path, json.dumps(row) + "\n")
 
-    @staticmethod
-    def _write(path: Path, text: str, atomic: bool = False) -> None:
-        try:
-            if atomic:
-                atomic_write_bytes(path, text.encode())
-                return
-            with open(path, "a") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-        except OSError as error:
-            raise write_error(path, error, "metrics") from None
+
+def write_log(path: Path, text: str, atomic: bool = False) -> None:
+    """Append to a log and sync it; or (atomic) replace it whole, so a crash leaves the old or the new file."""
+    try:
+        if atomic:
+            atomic_write_bytes(path, text.encode())
+            return
+        with open(path, "a") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as error:
+        raise write_error(path, error, "log") from None
 
 
 SHORT_NAMES = {"train_loss": "loss", "train_accuracy": "acc", "val_loss": "val_loss", "val_accuracy": "val_acc"}

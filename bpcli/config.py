@@ -265,11 +265,39 @@ class OutputSection(Strict):
         None, description="Run directory name; null: <config file stem>-<YYYYmmdd-HHMMSS>.")
 
 
+class DiagnosticWarnings(Strict):
+    """Which warnings the layer diagnostics may print (each at most once per run)."""
+
+    vanishing_gradients: bool = Field(True, description=(
+        "The first layer's gradient norm gradient_ratio times below the last layer's."))
+    exploding_gradients: bool = Field(True, description=(
+        "The first layer's gradient norm gradient_ratio times above the last's, or any above exploding_norm."))
+    dead_units: bool = Field(True, description="More than dead_fraction of a ReLU-family layer's units never active.")
+    saturation: bool = Field(True, description="More than saturated_fraction of sigmoid/tanh outputs at their flat ends.")
+    update_ratio: bool = Field(True, description=(
+        "The median update-to-weight ratio outside [update_ratio_low, update_ratio_high] at full learning rate."))
+
+
+class DiagnosticsSection(Strict):
+    """Per-layer figures each epoch (layers.csv, layers.jsonl) and the warnings drawn from them."""
+
+    enabled: bool = Field(True, description="Measure and log each layer (costs about 1% of an epoch).")
+    samples: int = Field(16, ge=1, description="Batches per epoch on which norms and activation statistics are taken.")
+    warn: DiagnosticWarnings = Field(default_factory=DiagnosticWarnings, description="Each warning on or off.")
+    gradient_ratio: float = Field(1000.0, gt=1, description=(
+        "How many times smaller (larger) the first layer's gradient norm must be than the last's to warn."))
+    exploding_norm: float = Field(1000.0, gt=0, description="A layer gradient norm above this warns of explosion.")
+    dead_fraction: float = Field(0.5, gt=0, le=1, description="Warn when more of a layer's units than this are dead.")
+    saturated_fraction: float = Field(0.5, gt=0, le=1, description="Warn when more outputs than this are saturated.")
+    update_ratio_low: float = Field(1e-5, gt=0, description="Warn below this median update-to-weight ratio.")
+    update_ratio_high: float = Field(0.1, gt=0, description="Warn above this median update-to-weight ratio.")
+
+
 # Every tagged union: (variants, tag key, the tag assumed when the key is absent).
 TAGGED_UNIONS = ((LOSS_OPTIONS, "name", DEFAULT_LOSS), (OPTIMIZER_OPTIONS, "name", DEFAULT_OPTIMIZER),
                  (SCHEDULE_OPTIONS, "name", DEFAULT_SCHEDULE), (LAYER_TYPES, "type", None),
                  (ACTIVATION_CHOICES, "name", None), (INIT_CHOICES, "name", None))
-SECTIONS = ("model", "loss", "optimizer", "schedule", "data", "training", "checkpoint", "output")
+SECTIONS = ("model", "loss", "optimizer", "schedule", "data", "training", "diagnostics", "checkpoint", "output")
 
 
 class Config(Strict):
@@ -288,6 +316,8 @@ class Config(Strict):
         "The dataset, its validation split and preprocessing, and the batch sizes."))
     training: TrainingSection = Field(default_factory=TrainingSection, description=(
         "How training runs: epochs, seed, the monitored metric, early stopping, gradient clipping."))
+    diagnostics: DiagnosticsSection = Field(default_factory=DiagnosticsSection, description=(
+        "Per-layer gradient and activation figures each epoch, and warnings when training looks unhealthy."))
     checkpoint: CheckpointSection = Field(default_factory=CheckpointSection, description=(
         "Which checkpoints a run keeps besides the best and the last."))
     output: OutputSection = Field(default_factory=OutputSection, description="Where the run directory goes.")
@@ -368,6 +398,10 @@ def _cross_field_problems(config: Config) -> list[tuple[tuple, str]]:
         classification = sorted(name for name, cls in LOSSES.items() if cls.kind != "regression")
         problems.append((("training", "monitor"), f"{monitor!r} needs a classification loss "
                                                   f"({', '.join(classification)}), not {config.loss.name!r}"))
+    diagnostics = config.diagnostics
+    if diagnostics.update_ratio_low >= diagnostics.update_ratio_high:
+        problems.append((("diagnostics", "update_ratio_low"), f"must be below diagnostics.update_ratio_high "
+                                                             f"({diagnostics.update_ratio_high:g})"))
     for build in (_build_optimizer, _build_schedule):
         try:
             build(config)

@@ -77,8 +77,9 @@ class Model:
         return {f"layers.{i}.{name}": b for i, layer in enumerate(self.layers) for name, b in layer.buffers.items()}
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        """The logits; each layer's `output` is kept (a reference, valid until its next forward) for diagnostics."""
         for layer in self.layers:
-            x = layer.forward(x, training)
+            x = layer.output = layer.forward(x, training)
         return x
 
     def backward(self, dlogits: np.ndarray, input_grad: bool = False) -> np.ndarray | None:

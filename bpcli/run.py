@@ -3,7 +3,8 @@
     train_run(cfg, config_name) -> summary
 
 A run directory holds config.yaml (the resolved config), metrics.csv and
-metrics.jsonl (one row per epoch), checkpoints/ (last, best, and every N epochs
+metrics.jsonl (one row per epoch), layers.csv and layers.jsonl (one row per
+layer per epoch, from diagnostics.py), checkpoints/ (last, best, and every N epochs
 if asked) and summary.json. `--resume` takes the run directory or one of its
 checkpoints and continues where it stopped.
 """
@@ -18,6 +19,7 @@ import numpy as np
 import yaml
 
 from .callbacks import LAST, PREVIOUS, CheckpointCallback, EarlyStopping, MetricsLogger
+from .diagnostics import LayerDiagnostics
 from .checkpoint import Checkpoint, load_checkpoint
 from .data import load_dataset
 from .errors import CheckpointError, ConfigError, DiskFullError, DivergedError, Interrupted
@@ -114,7 +116,8 @@ def config_differences(old, new, prefix: str = "") -> list[tuple[str, object, ob
 
 def check_resume_config(saved: dict, cfg: dict, force: bool) -> None:
     """Refuse to resume with a config that changes what is computed, unless forced."""
-    changed = [d for d in config_differences(saved, cfg) if d[0] not in RESUMABLE_CHANGES]
+    changed = [d for d in config_differences(saved, cfg)
+               if d[0] not in RESUMABLE_CHANGES and not d[0].startswith("diagnostics")]  # they only observe
     if changed and not force:
         lines = "; ".join(f"{path}: {old!r} in the checkpoint, {new!r} now" for path, old, new in changed)
         raise ConfigError(f"the config differs from the checkpoint's: {lines}. Resuming would not continue the "
@@ -137,7 +140,7 @@ def train_run(cfg: dict, config_name: str, *, data_dir: str | None = None, resum
     for orphan in remove_orphans(run_dir) + remove_orphans(run_dir / "checkpoints"):  # left by a killed run
         if on_warning:
             on_warning(f"removed {orphan}, a partial file left by an interrupted write")
-    trainer = _build_trainer(cfg, data, run_dir, callbacks, stop)
+    trainer = _build_trainer(cfg, data, run_dir, callbacks, stop, on_warning)
     if checkpoint:
         try:
             trainer.load_checkpoint(checkpoint)
@@ -162,7 +165,7 @@ def train_run(cfg: dict, config_name: str, *, data_dir: str | None = None, resum
     return finish(trainer, run_dir)
 
 
-def _build_trainer(cfg, data: Prepared, run_dir: Path, callbacks, stop) -> Trainer:
+def _build_trainer(cfg, data: Prepared, run_dir: Path, callbacks, stop, on_warning=None) -> Trainer:
     training = cfg["training"]
     early = training.get("early_stopping") or {}
     tracker = EarlyStopping(training["monitor"], training["mode"], early.get("patience"),
@@ -171,7 +174,12 @@ def _build_trainer(cfg, data: Prepared, run_dir: Path, callbacks, stop) -> Train
     parts = build_parts(cfg, data.input_dim, -(-len(data.x_train) // batch_size))
     checkpoints = CheckpointCallback(run_dir / "checkpoints", tracker, cfg["checkpoint"]["every"],
                                      cfg["checkpoint"]["keep"])
-    return Trainer(cfg, parts, data, [tracker, checkpoints, MetricsLogger(run_dir), *callbacks], tracker, stop)
+    diagnostics = cfg.get("diagnostics") or {}
+    probe = (LayerDiagnostics(run_dir, diagnostics, cfg["optimizer"]["lr"], on_warning)
+             if diagnostics.get("enabled") else None)
+    # Diagnostics before the checkpoint, so that a checkpoint holds their state after the epoch's end.
+    observers = [tracker, *([probe] if probe else []), checkpoints, MetricsLogger(run_dir), *callbacks]
+    return Trainer(cfg, parts, data, observers, tracker, stop, diagnostics=probe)
 
 
 def finish(trainer: Trainer, run_dir: Path, evaluate_test: bool = True) -> dict:
@@ -189,6 +197,7 @@ def finish(trainer: Trainer, run_dir: Path, evaluate_test: bool = True) -> dict:
         "val_hash": data.val_hash,
         "data": data.info,
         "test": None,
+        "warnings": trainer.diagnostics.warnings if trainer.diagnostics else [],
     }
     if evaluate_test and data.x_test is not None and np.isfinite(trainer.parts.model.theta).all():
         summary["test"] = evaluate(trainer.parts.model, trainer.parts.loss, data.x_test, data.y_test,

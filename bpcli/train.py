@@ -81,8 +81,12 @@ def schedule_from_config(cfg: dict, steps_per_epoch: int) -> Schedule:
     return build_schedule(cfg["schedule"]["name"], **options, **{k: v for k, v in context.items() if k in takes})
 
 
-def train_step(parts: Parts, x: np.ndarray, y: np.ndarray, lr: float, clip: dict) -> tuple[float, np.ndarray, float]:
-    """One mini-batch: forward, loss, backward, update. Returns (loss, logits, gradient norm before clipping)."""
+def train_step(parts: Parts, x: np.ndarray, y: np.ndarray, lr: float, clip: dict,
+               on_gradients=None) -> tuple[float, np.ndarray, float]:
+    """One mini-batch: forward, loss, backward, update. Returns (loss, logits, gradient norm before clipping).
+
+    on_gradients(dtheta), if given, sees the gradients before clipping and the update (diagnostics).
+    """
     model = parts.model
     logits = model.forward(x, training=True)
     value, dlogits = parts.loss(logits, y)
@@ -90,6 +94,8 @@ def train_step(parts: Parts, x: np.ndarray, y: np.ndarray, lr: float, clip: dict
     for r in parts.regularizers:
         value += r.penalty(model.params)
         r.add_grad(model.params, model.grads)
+    if on_gradients is not None:
+        on_gradients(model.dtheta)
     if not math.isfinite(value):
         return value, logits, math.nan
     if not (clip.get("norm") or clip.get("value")):  # the optimizer measures the norm on its way, for free
@@ -163,8 +169,9 @@ def fresh_partial() -> dict:
 
 class Trainer:
     def __init__(self, cfg: dict, parts: Parts, data: Prepared, callbacks: list[Callback],
-                 tracker: EarlyStopping, stop: StopRequest | None = None):
+                 tracker: EarlyStopping, stop: StopRequest | None = None, diagnostics=None):
         self.cfg, self.parts, self.data, self.callbacks = cfg, parts, data, callbacks
+        self.diagnostics = diagnostics  # a LayerDiagnostics (also among the callbacks), or None
         self.tracker, self.stop = tracker, stop or StopRequest()
         training = cfg["training"]
         self.epochs, self.seed = training["epochs"], training["seed"]
@@ -205,7 +212,13 @@ class Trainer:
 
     def run_batch(self, x, y) -> None:
         lr = self.parts.schedule(self.step)
-        value, logits, norm = train_step(self.parts, x, y, lr, self.clip)
+        probe = self.diagnostics
+        sampled = probe is not None and probe.samples_batch(self.batch)
+        if sampled:
+            probe.before_step()
+        value, logits, norm = train_step(self.parts, x, y, lr, self.clip, probe.record_gradients if sampled else None)
+        if probe is not None:
+            probe.after_batch(sampled)
         if not (math.isfinite(value) and math.isfinite(norm)):
             raise DivergedError(f"the loss became {'infinite or NaN' if not math.isfinite(value) else value} "
                                 f"(gradient norm {norm}) at epoch {self.epoch + 1}, batch {self.batch + 1}, "

@@ -84,6 +84,11 @@ DEFAULT_SECTIONS = {
              "eval_batch_size": 4096, "data_dir": None, "mirrors": None},
     "training": {"epochs": 10, "seed": 0, "monitor": "val_loss", "mode": "auto", "early_stopping": None,
                  "clip_grad_norm": None, "clip_grad_value": None},
+    "diagnostics": {"enabled": True, "samples": 16,
+                    "warn": {"vanishing_gradients": True, "exploding_gradients": True, "dead_units": True,
+                             "saturation": True, "update_ratio": True},
+                    "gradient_ratio": 1000.0, "exploding_norm": 1000.0, "dead_fraction": 0.5,
+                    "saturated_fraction": 0.5, "update_ratio_low": 1e-5, "update_ratio_high": 0.1},
     "checkpoint": {"every": 0, "keep": 3},
     "output": {"dir": "runs", "name": None},
 }
@@ -205,8 +210,8 @@ def test_values_are_not_coerced():
 
 def test_unknown_top_level_key():
     assert problems(with_layers("modle: 3\n")) == [
-        "run.yaml:5:1 modle: unknown key; allowed: checkpoint, data, loss, model, optimizer, output, schedule, "
-        "training. Did you mean 'model'?"]
+        "run.yaml:5:1 modle: unknown key; allowed: checkpoint, data, diagnostics, loss, model, optimizer, output, "
+        "schedule, training. Did you mean 'model'?"]
 
 
 def test_misspelled_nested_key_suggests_the_right_one():
@@ -345,7 +350,7 @@ def test_empty_and_non_mapping_files():
         assert error(text) == "run.yaml: the config is empty; it needs at least model.layers"
     assert error("- model\n- data\n") == (
         "run.yaml:1:1: the top level must be a mapping of sections (model, loss, optimizer, schedule, data, "
-        "training, checkpoint, output), not [model, data]")
+        "training, diagnostics, checkpoint, output), not [model, data]")
 
 
 def test_several_problems_are_reported_together_in_line_order():
@@ -424,8 +429,8 @@ def test_a_later_override_wins_and_an_empty_value_is_null():
 def test_problems_in_overrides_name_the_override():
     assert problems(with_layers("optimizer: {name: adam}\nbogus: 1\n"), "model.layers.0.units=-1",
                     "optimizer.momentum=0.9", "optimizer={name: sgd, lr: 0}") == [
-        "run.yaml:6:1 bogus: unknown key; allowed: checkpoint, data, loss, model, optimizer, output, schedule, "
-        "training.",
+        "run.yaml:6:1 bogus: unknown key; allowed: checkpoint, data, diagnostics, loss, model, optimizer, output, "
+        "schedule, training.",
         "--set model.layers.0.units=-1: must be an integer >= 1 (got -1)",
         "--set optimizer={name: sgd, lr: 0} optimizer.lr: must be a number > 0 (got 0)"]
 

@@ -74,6 +74,7 @@ def assert_same_run(a: Path, b: Path) -> None:
     (ta, ra, ca), (tb, rb, cb) = final_state(a), final_state(b)
     assert sorted(ta) == sorted(tb) and all(np.array_equal(ta[k], tb[k]) for k in ta)
     assert ra == rb
+    assert (a / "layers.jsonl").read_text() == (b / "layers.jsonl").read_text()
     assert ca[0] == cb[0] and len(ca) == len(cb)  # one header, one row per epoch
 
 
@@ -170,12 +171,12 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path, referenc
 
 
 def test_disk_full_while_appending_metrics(tmp_path):
-    from bpcli.callbacks import MetricsLogger
+    from bpcli.callbacks import write_log
     from bpcli.errors import DiskFullError
 
     (tmp_path / "metrics.jsonl").symlink_to("/dev/full")
-    with pytest.raises(DiskFullError, match="disk full while writing metrics .*metrics.jsonl"):
-        MetricsLogger(tmp_path)._write(tmp_path / "metrics.jsonl", '{"epoch": 1}\n')
+    with pytest.raises(DiskFullError, match="disk full while writing log .*metrics.jsonl"):
+        write_log(tmp_path / "metrics.jsonl", '{"epoch": 1}\n')
 
 
 def test_a_torn_metrics_line_is_repaired_on_resume(tmp_path, reference):

@@ -34,10 +34,12 @@ def test_bpcli_time_reports_every_layer_and_the_gemm_ratio():
 def test_benchmark_script_runs_a_tiny_workload(tmp_path):
     out = tmp_path / "bench.json"
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--random", "--samples", "2000",
-                             "--rounds", "1", "--workloads", "W1", "W2", "--json", str(out), "--out", str(tmp_path)],
+                             "--rounds", "1", "--workloads", "W1", "W2", "--json", str(out), "--out", str(tmp_path),
+                             "--diagnostics-ab", "1"],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
     assert [r["workload"] for r in report["results"]] == ["W1", "W2"]
     assert all(r["bpcli_s"] > 0 and r["gemm_s"] > 0 and r["ratio"] > 0 for r in report["results"])
     assert report["peak_memory_mb"] > 0 and "W1: bpcli" in result.stdout
+    assert all(0 < r["diagnostics_share"] < 1 and r["diagnostics_ab_ratio"] > 0 for r in report["results"])

@@ -80,6 +80,8 @@ def test_resumed_run_equals_uninterrupted_bit_for_bit(tmp_path):
     assert same_tensors(Path(whole["run_dir"]) / "checkpoints/last.safetensors", run_dir / "checkpoints/last.safetensors")
     assert same_tensors(Path(whole["run_dir"]) / "checkpoints/best.safetensors", run_dir / "checkpoints/best.safetensors")
     assert rows_without_time(whole["run_dir"]) == rows_without_time(run_dir)
+    for log in ("layers.jsonl", "layers.csv"):  # the unfinished epochs' diagnostics came back from the checkpoints
+        assert (Path(whole["run_dir"]) / log).read_text() == (run_dir / log).read_text()
     assert resumed["test"] == whole["test"] and resumed["best_epoch"] == whole["best_epoch"]
     csv_lines = (run_dir / "metrics.csv").read_text().splitlines()
     assert csv_lines[0].startswith("epoch,train_loss") and len(csv_lines) == 4  # one header, three rows

@@ -149,6 +149,8 @@ def _yaml_value(value) -> str:
 
     if isinstance(value, BaseModel):
         value = value.model_dump(mode="json")
+        if isinstance(value, dict) and value:
+            return "see below"  # a section of its own: its table follows, key by key
     if value in ({}, []):
         return str(value)
     return dump_yaml(value).removesuffix("\n...\n").strip()
