@@ -195,7 +195,7 @@ class Trainer:
                 row = self.end_epoch()
                 for callback in self.callbacks:
                     callback.on_epoch_end(self, row)
-        self.stop_reason = self.stop_reason or f"completed {self.epochs} epochs"
+        self.stop_reason = self.stop_reason or f"completed {self.epochs} epochs"  # a resume with nothing left to do
 
     def run_epoch(self) -> None:
         order = epoch_order(self.seed, self.epoch, len(self.data.x_train))
@@ -253,6 +253,8 @@ class Trainer:
             self.parts.schedule.observe(row.get(self.cfg["training"]["monitor"], math.nan))
         self.history.append(row)
         self.epoch, self.batch, self.partial = self.epoch + 1, 0, fresh_partial()
+        if self.epoch >= self.epochs:  # said before the callbacks run, so the final checkpoint records it
+            self.stop_reason = f"completed {self.epochs} epochs"
         return row
 
     @property
