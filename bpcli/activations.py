@@ -9,6 +9,10 @@ Every form is numerically stable: no overflow warning for z = +-1000.
 difference that straddles one, because there the numeric slope is meaningless.
 `default_init` is the initializer that keeps the signal's variance for this
 activation (He for the ReLU family, Glorot otherwise).
+
+`equation` and `derivative` state forward and backward in plain text, in the
+names of the contract (z, a, da, dz; options by name), for `bpcli explain`;
+every activation must have both (a test goes over the registry).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import numpy as np
 class Activation:
     kinks: tuple[float, ...] = ()
     default_init = "glorot_uniform"
+    equation = ""      # a = f(z), e.g. "a = max(z, 0)"
+    derivative = ""    # dz from da, e.g. "dz = da * (z > 0)"
 
     def forward(self, z):
         raise NotImplementedError
@@ -44,6 +50,9 @@ def sigmoid(z):
 
 
 class Identity(Activation):
+    equation = "a = z"
+    derivative = "dz = da"
+
     def forward(self, z):
         return z
 
@@ -52,6 +61,9 @@ class Identity(Activation):
 
 
 class Sigmoid(Activation):
+    equation = "a = 1 / (1 + exp(-z))"
+    derivative = "dz = da * a * (1 - a)"
+
     def forward(self, z):
         return sigmoid(z)
 
@@ -60,6 +72,9 @@ class Sigmoid(Activation):
 
 
 class Tanh(Activation):
+    equation = "a = tanh(z)"
+    derivative = "dz = da * (1 - a^2)"
+
     def forward(self, z):
         return np.tanh(z)
 
@@ -68,6 +83,8 @@ class Tanh(Activation):
 
 
 class ReLU(Activation):
+    equation = "a = max(z, 0)"
+    derivative = "dz = da * (z > 0)"
     kinks = (0.0,)
     default_init = "he_normal"
 
@@ -90,6 +107,8 @@ class ReLU(Activation):
 class LeakyReLU(Activation):
     """a = z for z > 0, slope * z otherwise."""
 
+    equation = "a = where(z > 0, z, slope * z)"
+    derivative = "dz = da * where(z > 0, 1, slope)"
     kinks = (0.0,)
     default_init = "he_normal"
 
@@ -106,6 +125,8 @@ class LeakyReLU(Activation):
 class ELU(Activation):
     """a = z for z > 0, alpha * (exp(z) - 1) otherwise; da/dz = a + alpha there."""
 
+    equation = "a = where(z > 0, z, alpha * (exp(z) - 1))"
+    derivative = "dz = da * where(z > 0, 1, a + alpha)"
     kinks = (0.0,)  # the slope jumps from alpha to 1 unless alpha == 1
     default_init = "he_normal"
 
@@ -127,6 +148,8 @@ class GELU(Activation):
     and the approximation differs from the exact form by under 1e-3.
     """
 
+    equation = "a = 0.5 * z * (1 + t),  t = tanh(sqrt(2/pi) * (z + 0.044715 * z^3))"
+    derivative = "dz = da * (0.5 * (1 + t) + 0.5 * z * (1 - t^2) * sqrt(2/pi) * (1 + 3 * 0.044715 * z^2))"
     default_init = "he_normal"
     c = math.sqrt(2.0 / math.pi)
     k = 0.044715
@@ -144,6 +167,9 @@ class GELU(Activation):
 class Softplus(Activation):
     """a = log(1 + exp(z)) = max(z, 0) + log1p(exp(-|z|)); da/dz = sigmoid(z)."""
 
+    equation = "a = log(1 + exp(z))"
+    derivative = "dz = da * sigmoid(z)"
+
     def forward(self, z):
         return np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z)))
 
@@ -157,6 +183,9 @@ class Softmax(Activation):
     For classification, prefer an identity output with the cross_entropy loss:
     it fuses softmax into the loss, whose gradient is then simply p - y.
     """
+
+    equation = "a = exp(z) / rowsum(exp(z))"
+    derivative = "dz = a * (da - rowsum(da * a))"
 
     def forward(self, z):
         e = np.exp(z - z.max(axis=1, keepdims=True))

@@ -12,6 +12,11 @@ probability that may underflow to 0.
 `kind` tells the trainer how to read targets and score predictions:
 "multiclass" (integer labels), "binary" (0/1 targets per output) or
 "regression" (real targets).
+
+`equation` and `derivative` state the value and dlogits in plain text for
+`bpcli explain`, with z the logits (B, k), y the targets, N = B * k the number
+of elements, C the classes and options by name (";  " separates steps); every
+loss must have both (a test goes over the registry).
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from .activations import sigmoid
 
 class Loss:
     kind = "regression"
+    equation = ""      # the value, e.g. "L = sum((z - y)^2) / N"
+    derivative = ""    # dlogits, e.g. "dz = 2 * (z - y) / N"
 
     def __call__(self, logits: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         raise NotImplementedError
@@ -39,6 +46,9 @@ def _as_targets(logits, y):
 class MSE(Loss):
     """mean((logits - y)^2); dlogits = 2 (logits - y) / n."""
 
+    equation = "L = sum((z - y)^2) / N"
+    derivative = "dz = 2 * (z - y) / N"
+
     def __call__(self, logits, y):
         diff = logits - _as_targets(logits, y)
         return float(np.mean(diff * diff)), diff * diff.dtype.type(2.0 / diff.size)
@@ -46,6 +56,9 @@ class MSE(Loss):
 
 class MAE(Loss):
     """mean(|logits - y|); dlogits = sign(logits - y) / n (0 at the kink)."""
+
+    equation = "L = sum(|z - y|) / N"
+    derivative = "dz = sign(z - y) / N"
 
     def __call__(self, logits, y):
         diff = logits - _as_targets(logits, y)
@@ -57,6 +70,9 @@ class MAE(Loss):
 
 class Huber(Loss):
     """0.5 d^2 where |d| <= delta, delta (|d| - delta/2) beyond; dlogits = clip(d, -delta, delta) / n."""
+
+    equation = "r = z - y;  L = sum(where(|r| <= delta, 0.5 * r^2, delta * (|r| - 0.5 * delta))) / N"
+    derivative = "dz = clip(z - y, -delta, delta) / N"
 
     def __init__(self, delta: float = 1.0):
         self.delta = delta
@@ -78,6 +94,9 @@ class CrossEntropy(Loss):
     """
 
     kind = "multiclass"
+    equation = ("p = softmax(z) per row;  q = (1 - label_smoothing) * onehot(y) + label_smoothing / C;  "
+                "L = -sum(q * log(p)) / B")
+    derivative = "dz = (p - q) / B"
 
     def __init__(self, label_smoothing: float = 0.0):
         self.label_smoothing = label_smoothing
@@ -108,6 +127,8 @@ class BinaryCrossEntropy(Loss):
     """
 
     kind = "binary"
+    equation = "p = sigmoid(z);  L = -sum(y * log(p) + (1 - y) * log(1 - p)) / N"
+    derivative = "dz = (p - y) / N"
 
     def __call__(self, logits, y):
         t = _as_targets(logits, y)

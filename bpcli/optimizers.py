@@ -19,6 +19,11 @@ operations (``out=`` and in-place ufuncs, no Python loop over layers).
   count as the 0-d int64 array "step". ``load_state_dict`` restores them
   exactly, so a resumed run is bit-for-bit the run that never stopped.
 * The learning rate is not a hyperparameter: the schedule gives it each step.
+* ``update`` states the rule in plain text for ``bpcli explain``: (condition,
+  line) pairs, where p is the flat parameter vector, g its gradient and t the
+  step count from 1; a condition names attributes that must be truthy
+  (``!name``: falsy; ``a & b``: both; ``""``: always). A test checks that
+  every optimizer has one.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ class Optimizer:
     """Base class: lazy state, the step count and checkpointing; subclasses write `_update`."""
 
     state_names: tuple[str, ...] = ()
+    update: tuple[tuple[str, str], ...] = ()
 
     def __init__(self, weight_decay: float = 0.0):
         self.weight_decay = _hp("weight_decay", weight_decay, NONNEG)
@@ -141,6 +147,12 @@ class Optimizer:
 class SGD(Optimizer):
     """Stochastic gradient descent with optional (Nesterov) momentum, as torch.optim.SGD."""
 
+    update = (("weight_decay", "g = g + weight_decay * p"),
+              ("momentum", "buf = g at step 1, then buf = momentum * buf + g   (buf = momentum_buffer)"),
+              ("nesterov", "g = g + momentum * buf"),
+              ("momentum & !nesterov", "g = buf"),
+              ("", "p = p - lr * g"))
+
     def __init__(self, momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0):
         super().__init__(weight_decay)
         self.momentum = _hp("momentum", momentum, UNIT)
@@ -175,6 +187,9 @@ class Adagrad(Optimizer):
     """Adagrad as torch.optim.Adagrad (lr_decay 0): per-coordinate lr / sqrt(sum of g^2)."""
 
     state_names = ("sum",)
+    update = (("weight_decay", "g = g + weight_decay * p"),
+              ("", "sum = sum + g^2   (sum starts at initial_accumulator_value)"),
+              ("", "p = p - lr * g / (sqrt(sum) + eps)"))
 
     def __init__(self, eps: float = 1e-10, weight_decay: float = 0.0,
                  initial_accumulator_value: float = 0.0):
@@ -200,6 +215,12 @@ class Adagrad(Optimizer):
 
 class RMSprop(Optimizer):
     """RMSprop as torch.optim.RMSprop (not centered), with optional momentum."""
+
+    update = (("weight_decay", "g = g + weight_decay * p"),
+              ("", "v = alpha * v + (1 - alpha) * g^2   (v = square_avg, starts at 0)"),
+              ("momentum", "buf = momentum * buf + g / (sqrt(v) + eps)   (buf = momentum_buffer, starts at 0)"),
+              ("momentum", "p = p - lr * buf"),
+              ("!momentum", "p = p - lr * g / (sqrt(v) + eps)"))
 
     def __init__(self, alpha: float = 0.99, eps: float = 1e-8, momentum: float = 0.0,
                  weight_decay: float = 0.0):
@@ -235,6 +256,11 @@ class Adam(Optimizer):
 
     state_names = ("exp_avg", "exp_avg_sq")
     decoupled = False
+    update = (("weight_decay & !decoupled", "g = g + weight_decay * p"),
+              ("weight_decay & decoupled", "p = p * (1 - lr * weight_decay)"),
+              ("", "m = beta1 * m + (1 - beta1) * g   (m = exp_avg, starts at 0)"),
+              ("", "v = beta2 * v + (1 - beta2) * g^2   (v = exp_avg_sq, starts at 0)"),
+              ("", "p = p - (lr / (1 - beta1^t)) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)"))
 
     def __init__(self, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
                  weight_decay: float = 0.0):

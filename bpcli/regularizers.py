@@ -9,6 +9,8 @@ The penalty is added to the batch-mean loss as it is, not divided by the
 dataset size:
     l2: (lam / 2) sum(w^2), so dw += lam w      (the same as SGD weight_decay = lam)
     l1: lam sum(|w|),        so dw += lam sign(w)
+
+`equation` and `derivative` say the same in plain text for `bpcli explain`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ import numpy as np
 
 
 class Regularizer:
+    equation = ""      # the penalty added to the loss, for one weight matrix W
+    derivative = ""    # what it adds to dW
+
     def __init__(self, lam: float, include_bias: bool = False):
         self.lam = lam
         self.include_bias = include_bias
@@ -39,6 +44,9 @@ class Regularizer:
 
 
 class L2(Regularizer):
+    equation = "(lam / 2) * sum(W^2)"
+    derivative = "dW += lam * W"
+
     def term(self, w):
         return 0.5 * self.lam * float(np.dot(w.ravel(), w.ravel()))
 
@@ -47,6 +55,9 @@ class L2(Regularizer):
 
 
 class L1(Regularizer):
+    equation = "lam * sum(|W|)"
+    derivative = "dW += lam * sign(W)"
+
     def term(self, w):
         return self.lam * float(np.abs(w).sum())
 
