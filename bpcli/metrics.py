@@ -140,3 +140,28 @@ def classification_summary(y_true, y_pred, class_names) -> dict:
 def resolve_mode(monitor: str, mode: str = "auto") -> str:
     """Whether a monitored metric is better when smaller ("min") or larger ("max"); auto: accuracy is maximized."""
     return ("max" if monitor.endswith("accuracy") else "min") if mode == "auto" else mode
+
+
+SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values, width: int = 60) -> str:
+    """One block character per value, lowest ▁ to highest █, e.g. a loss per epoch: [3, 2, 1.5, 1] -> "█▅▃▁".
+
+    More than `width` values are averaged in `width` near-equal consecutive buckets.
+    A non-finite value (or a bucket holding one) is a space; a flat series is a row
+    of ▄, since there is no range to scale by.
+    """
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if v.size > width:
+        with np.errstate(invalid="ignore"):  # inf - inf in a bucket: NaN, shown as a space
+            v = np.array([bucket.mean() for bucket in np.array_split(v, width)])
+    finite = np.isfinite(v)
+    if not finite.any():
+        return " " * v.size
+    low, high = v[finite].min(), v[finite].max()
+    if high == low:
+        levels = np.full(v.size, 3)
+    else:
+        levels = np.floor((np.where(finite, v, low) - low) / (high - low) * 7 + 0.5).astype(int)
+    return "".join(SPARK_BLOCKS[k] if ok else " " for k, ok in zip(levels, finite))

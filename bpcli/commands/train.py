@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import math
 import sys
+import time
+from pathlib import Path
 from typing import List, Optional
 
 import typer
@@ -52,20 +56,29 @@ def train(
     force: bool = typer.Option(False, help="Resume even if the config changed in ways that alter the run."),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Dataset cache folder."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+    sanity: bool = typer.Option(False, "--sanity", help="Run the sanity checks (initial loss, l2 in the loss, "
+                                "overfit 100 examples) instead of training; exit 1 if one fails."),
 ) -> None:
     """Train the network a config file describes; write checkpoints and metric logs to a run directory.
 
     Ctrl-C (or SIGTERM) finishes the current batch, saves a resumable checkpoint and
-    exits 130 (143); continue with --resume RUN_DIR.
+    exits 130 (143); continue with --resume RUN_DIR. With --sanity, check the setup
+    in seconds instead of training (no run directory is created).
 
-    Example: bpcli train configs/quickstart.yaml --set training.epochs=5
+    Example: bpcli train configs/quickstart.yaml --set training.epochs=5; bpcli train configs/xor.yaml --sanity
     """
     from ..commands.data import DownloadProgress
-    from ..errors import Interrupted
+    from ..errors import ConfigError, Interrupted
     from ..run import train_run
     from ..train import StopRequest, graceful_interrupts
 
+    if sanity and resume:
+        raise ConfigError("--sanity checks a config before a new run starts; it cannot be combined with --resume "
+                          "(run bpcli train CONFIG --sanity, then train or resume without it)")
     cfg, name = resolve_config(config, overrides or [], resume)
+    if sanity:
+        run_sanity_checks(cfg, name, data_dir)
+        return
     stop = StopRequest()
     try:
         with graceful_interrupts(stop), DownloadProgress() as downloads:
@@ -83,6 +96,42 @@ def train(
     print_summary(summary)
 
 
+def run_sanity_checks(cfg: dict, name: str, data_dir: Optional[str]) -> None:
+    """Print the checks as a table; exit 1 if any fails. No run directory is created."""
+    from ..commands.data import DownloadProgress
+    from ..sanity import sanity_check
+
+    started = time.perf_counter()
+    try:
+        with DownloadProgress() as downloads:
+            checks = sanity_check(cfg, data_dir, downloads)
+    except KeyboardInterrupt:
+        typer.echo("sanity checks interrupted; nothing was written", err=True)
+        raise typer.Exit(130)
+    print_checks(checks, name, time.perf_counter() - started)
+    if not all(check.passed for check in checks):
+        raise typer.Exit(1)
+
+
+def print_checks(checks: list, name: str, seconds: float) -> None:
+    """A row per check, then each check's note (what was measured, how, what was turned off)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=f"Sanity checks: {escape(name)}")
+    for column in ("check", "result", "measured", "expected"):
+        table.add_column(column)
+    for check in checks:
+        verdict = "[green]pass[/]" if check.passed else "[bold red]FAIL[/]"
+        table.add_row(check.name, verdict, escape(check.measured), escape(check.expected))
+    out = console()
+    out.print(table)
+    for check in checks:
+        out.print(f"[bold]{check.name}:[/] {escape(check.note)}.")
+    failed = sum(not check.passed for check in checks)
+    out.print(f"{len(checks) - failed}/{len(checks)} checks passed in {seconds:.1f} s; no run directory was written.")
+
+
 def warn(message: str) -> None:
     typer.echo(f"warning: {message}", err=True)
 
@@ -94,6 +143,8 @@ def print_summary(summary: dict) -> None:
     if summary["best_epoch"]:
         out.print(f"[bold]Best epoch:[/] {summary['best_epoch']} ({best['metric']} {best['best']:.6g}); "
                   f"final weights: {summary['final_weights']}")
+    for label, line in loss_sparklines(Path(summary["run_dir"]) / "metrics.jsonl"):
+        out.print(f"[bold]{label}[/] {line}", soft_wrap=True)
     test = summary.get("test")
     if test:
         figures = ", ".join(f"{k} {v:.2%}" if k == "accuracy" else f"{k} {v:.6g}" for k, v in test.items())
@@ -101,3 +152,19 @@ def print_summary(summary: dict) -> None:
     out.print(f"[bold]Run directory:[/] {summary['run_dir']} ({summary['seconds']:.1f} s of training)")
     out.print(f"Evaluate with: bpcli eval {summary['run_dir']}/checkpoints/"
               f"{'best' if summary['final_weights'] != 'last' else 'last'}.safetensors", soft_wrap=True)
+
+
+def loss_sparklines(metrics_file: Path, width: int = 60) -> list[tuple[str, str]]:
+    """("Train loss:", "2.31 █▅▃▂▂▁▁ 0.21") per loss logged in metrics.jsonl; none if it cannot be read."""
+    from ..metrics import sparkline
+
+    try:
+        rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return []
+    lines = []
+    for key, label in (("train_loss", "Train loss:"), ("val_loss", "  Val loss:")):
+        values = [row[key] if isinstance(row.get(key), (int, float)) else math.nan for row in rows]
+        if any(key in row for row in rows):
+            lines.append((label, f"{values[0]:.3g} {sparkline(values, width)} {values[-1]:.3g}"))
+    return lines
