@@ -10,7 +10,7 @@ from __future__ import annotations
 import typer
 
 from . import __version__
-from .commands import config, data, evaluate, gradcheck, time, train
+from .commands import config, data, evaluate, explain, gradcheck, inspect, plot, time, train
 from .commands.common import state
 
 EXIT_CODES_HELP = (
@@ -32,6 +32,9 @@ app.command("eval")(evaluate.eval_)
 app.command()(evaluate.predict)
 app.command()(gradcheck.gradcheck)
 app.command("time")(time.time_)
+app.command("plot")(plot.command)
+app.command("inspect")(inspect.command)
+app.command("explain")(explain.command)
 app.add_typer(data.app, name="data")
 app.add_typer(config.app, name="config")
 

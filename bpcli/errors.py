@@ -85,6 +85,12 @@ class DivergedError(BpcliError):
     exit_code = EXIT_DIVERGED
 
 
+class MissingExtraError(BpcliError):
+    """An optional dependency is not installed (e.g. matplotlib for the pictures): names the pip command."""
+
+    exit_code = EXIT_USAGE
+
+
 def did_you_mean(name, allowed) -> str:
     """' Did you mean 'relu'?' when `name` is close to one of `allowed`, else ''."""
     close = difflib.get_close_matches(str(name), [str(a) for a in allowed], n=1)

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from .checkpoint import Checkpoint, load_checkpoint
 from .config import Config, resolved_dict
-from .data import load_csv_inputs, load_dataset, load_npz_inputs
+from .data import DATASETS, IdxSource, load_csv_inputs, load_dataset, load_npz_inputs
 from .errors import CheckpointError, ConfigError, DataError
 from .losses import Loss
 from .metrics import classification_summary, predict_classes, probabilities, regression_metrics
@@ -135,6 +135,30 @@ def _class_names(names: list[str] | None, loss: Loss, model: Model) -> tuple[str
 def evaluate_checkpoint(path: str | Path, *, dataset: str | None = None, split: str = "test",
                         data_dir: str | None = None, batch_size: int = 4096) -> dict:
     """Loss, accuracy, confusion matrix and per-class figures (or mse/mae/r2) of a checkpoint on a split."""
+    return evaluate_with_outputs(path, dataset=dataset, split=split, data_dir=data_dir, batch_size=batch_size).result
+
+
+@dataclass
+class Evaluation:
+    """evaluate_checkpoint's result and what produced it, for pictures (bpcli eval --plot).
+
+    `x` holds the inputs as loaded, before preprocessing (uint8 pixels for the IDX
+    image sets), so an image is shown as it was published, not standardized.
+    `image_shape` is (rows, cols) when the inputs are images, else None.
+    """
+
+    result: dict
+    x: np.ndarray
+    y: np.ndarray
+    logits: np.ndarray
+    task: str
+    class_names: tuple[str, ...] | None
+    image_shape: tuple[int, ...] | None
+
+
+def evaluate_with_outputs(path: str | Path, *, dataset: str | None = None, split: str = "test",
+                          data_dir: str | None = None, batch_size: int = 4096) -> Evaluation:
+    """evaluate_checkpoint, keeping the raw inputs, targets and the network's outputs."""
     checkpoint = load_checkpoint(path)
     r = restore(checkpoint)
     x, y, source = _split_arrays(checkpoint, r, dataset, split, data_dir)
@@ -144,11 +168,21 @@ def evaluate_checkpoint(path: str | Path, *, dataset: str | None = None, split: 
     result = {"checkpoint": str(path), "dataset": source, "split": split, "n": len(y),
               "loss": r.loss(logits, y)[0]}
     if r.task == "regression":
-        return {**result, **regression_metrics(logits, y.reshape(logits.shape))}
-    if r.task == "binary":
+        result.update(regression_metrics(logits, y.reshape(logits.shape)))
+    elif r.task == "binary":
         correct = predict_classes(logits, "binary") == y.reshape(logits.shape)
-        return {**result, "accuracy": float(correct.mean())}
-    return {**result, **classification_summary(y, predict_classes(logits, "multiclass"), r.class_names)}
+        result["accuracy"] = float(correct.mean())
+    else:
+        result.update(classification_summary(y, predict_classes(logits, "multiclass"), r.class_names))
+    return Evaluation(result, x, y, logits, r.task, r.class_names, _image_shape(source, x))
+
+
+def _image_shape(name: str, x: np.ndarray) -> tuple[int, ...] | None:
+    """(rows, cols) of image inputs: a named image dataset's, or the raw array's own when it is (n, rows, cols)."""
+    source = DATASETS.get(name)
+    if isinstance(source, IdxSource):
+        return source.image_shape
+    return tuple(x.shape[1:]) if x.ndim == 3 else None
 
 
 def _split_arrays(checkpoint, r: Restored, dataset, split, data_dir):

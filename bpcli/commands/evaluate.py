@@ -16,17 +16,31 @@ def eval_(
     split: str = typer.Option("test", help="test, val or train."),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Dataset cache folder."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    plot: Optional[str] = typer.Option(
+        None, "--plot", metavar="FILE.png",
+        help="Also draw the confusion matrix (and, for images, the most confidently wrong examples), or predicted "
+             "against true values for regression, to this file (.png, .svg or .pdf). Needs matplotlib."),
 ) -> None:
     """Loss, accuracy, confusion matrix and per-class precision/recall/F1 (or MSE, MAE, R²) of a checkpoint.
 
-    Example: bpcli eval runs/quickstart-20260101-120000/checkpoints/best.safetensors --split test
+    Example: bpcli eval runs/quickstart-20260101-120000/checkpoints/best.safetensors --split test --plot eval.png
     """
-    from ..inference import evaluate_checkpoint
+    from ..inference import evaluate_with_outputs
 
-    result = evaluate_checkpoint(checkpoint, dataset=dataset, split=split, data_dir=data_dir)
+    if plot:
+        from ..plots import require_matplotlib
+
+        require_matplotlib()  # before the evaluation, not after it
+    evaluation = evaluate_with_outputs(checkpoint, dataset=dataset, split=split, data_dir=data_dir)
     if as_json:
-        return print_json(result)
-    print_evaluation(result)
+        print_json(evaluation.result)
+    else:
+        print_evaluation(evaluation.result)
+    if plot:
+        from ..eval_plots import evaluation_figure
+        from ..plots import save_figure
+
+        typer.echo(f"wrote {save_figure(evaluation_figure(evaluation), plot)}", err=True)
 
 
 def print_evaluation(r: dict) -> None:
