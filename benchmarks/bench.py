@@ -1,7 +1,7 @@
 """Epoch time of bpcli against the bare matrix multiplies of the same epoch, in one process.
 
     python benchmarks/bench.py                 # W1, W2, W3 on Fashion-MNIST (or random data of its shape)
-    python benchmarks/bench.py --torch         # also a plain PyTorch loop, when torch is installed
+    python benchmarks/bench.py --torch         # also a plain PyTorch loop, interleaved too, when torch is installed
     python benchmarks/bench.py --rounds 3 --workloads W1 --json out.json
 
 Each workload trains through bpcli's own code (train_run: progress bar, metric
@@ -9,9 +9,11 @@ logs, checkpoints and per-epoch validation on, as by default). After every
 bpcli epoch the script times one epoch of bare GEMMs with the same shapes and
 batch count (forward x @ W, backward a.T @ dz and dz @ W.T, into preallocated
 outputs, no first-layer dx since no trainer needs it), so both are measured in
-interleaved rounds under the same conditions; the first epoch is a warm-up.
-Reported: median seconds per epoch of each, their ratio (and the median of the
-ratios of each interleaved pair, steadier on a noisy machine), and peak memory.
+interleaved rounds under the same conditions; with --torch, one epoch of a
+plain PyTorch loop joins each round. The first round is a warm-up.
+Reported: median seconds per epoch of each, their ratios (and the medians of
+the ratios of each interleaved pair, steadier on a noisy machine), the share of
+the epoch spent in the layer diagnostics' hooks, and peak memory.
 """
 
 from __future__ import annotations
@@ -73,14 +75,14 @@ def random_npz(path: Path, n: int = 60000) -> str:
 
 
 class Interleave(Callback):
-    """After each bpcli epoch, time one bare-GEMM epoch; bpcli's epoch time excludes it.
+    """After each bpcli epoch, time one bare-GEMM epoch (and one PyTorch epoch); bpcli's epoch time excludes them.
 
     It also clocks the time spent inside the layer diagnostics' hooks (their
     direct cost), by wrapping them once training begins.
     """
 
-    def __init__(self, bare: BareGemms):
-        self.bare, self.ours, self.gemm, self.diagnostics = bare, [], [], []
+    def __init__(self, bare: BareGemms, peer: TorchLoop | None = None):
+        self.bare, self.peer, self.ours, self.gemm, self.torch, self.diagnostics = bare, peer, [], [], [], []
         self.started, self.in_diagnostics = None, 0.0
 
     def on_train_begin(self, trainer):
@@ -102,24 +104,33 @@ class Interleave(Callback):
         self.diagnostics.append(self.in_diagnostics)
         self.in_diagnostics = 0.0
         self.gemm.append(self.bare.epoch())
+        if self.peer is not None:
+            self.torch.append(self.peer.epoch())
         self.started = time.perf_counter()
 
 
-def run_bpcli(name: str, dataset: str, rounds: int, out: Path, n_images: int, extra: str = "") -> dict:
+def run_bpcli(name: str, dataset: str, rounds: int, out: Path, n_images: int, extra: str = "",
+              peer: TorchLoop | None = None) -> dict:
     from bpcli.run import train_run
 
     cfg = workload_config(name, dataset, rounds + 1, out, extra)
     n_train = round(n_images * 0.9)
     sizes = [784, *WORKLOADS[name]["hidden"], 10]
-    timer = Interleave(BareGemms(sizes, WORKLOADS[name]["batch"], n_train))
+    timer = Interleave(BareGemms(sizes, WORKLOADS[name]["batch"], n_train), peer)
     progress = RichProgress(_hidden_terminal())
     train_run(cfg, f"{name}.yaml", callbacks=[progress, timer])
     ours, gemm = statistics.median(timer.ours[1:]), statistics.median(timer.gemm[1:])
     paired = statistics.median(a / b for a, b in zip(timer.ours[1:], timer.gemm[1:]))  # each pair: same conditions
     share = statistics.median(d / t for d, t in zip(timer.diagnostics[1:], timer.ours[1:]))
-    return {"workload": name, "bpcli_s": ours, "gemm_s": gemm, "ratio": ours / gemm, "paired_ratio": paired,
-            "diagnostics_share": share, "rounds": rounds, "bpcli_all_s": timer.ours, "gemm_all_s": timer.gemm,
-            "diagnostics_all_s": timer.diagnostics}
+    result = {"workload": name, "bpcli_s": ours, "gemm_s": gemm, "ratio": ours / gemm, "paired_ratio": paired,
+              "diagnostics_share": share, "rounds": rounds, "bpcli_all_s": timer.ours, "gemm_all_s": timer.gemm,
+              "diagnostics_all_s": timer.diagnostics}
+    if timer.torch:
+        torch_s = statistics.median(timer.torch[1:])
+        result.update(torch_s=torch_s, torch_ratio=torch_s / gemm, torch_all_s=timer.torch,
+                      torch_paired_ratio=statistics.median(a / b for a, b in zip(timer.torch[1:], timer.gemm[1:])),
+                      bpcli_over_torch=statistics.median(a / b for a, b in zip(timer.ours[1:], timer.torch[1:])))
+    return result
 
 
 def diagnostics_ab(name: str, dataset: str, pairs: int, out: Path, n_images: int) -> dict:
@@ -139,38 +150,45 @@ def _hidden_terminal():
     return Console(file=io.StringIO(), force_terminal=True, width=120)
 
 
-def run_torch(name: str, dataset: str, rounds: int, bare_gemm_s: float) -> dict | None:
+class TorchLoop:
     """The same workload as a plain PyTorch CPU loop: shuffled mini-batches, then validation (torch 2 threads)."""
-    try:
+
+    def __init__(self, name: str, dataset: str):
         import torch
+
+        torch.set_num_threads(2)
+        torch.manual_seed(0)
+        self.torch, self.batch = torch, WORKLOADS[name]["batch"]
+        self.x, self.y, self.x_val, self.y_val = _torch_data(dataset)
+        sizes = [784, *WORKLOADS[name]["hidden"], 10]
+        layers = []
+        for a, b in zip(sizes, sizes[1:]):
+            layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
+        self.model = torch.nn.Sequential(*layers[:-1])
+        self.opt = (torch.optim.Adam(self.model.parameters(), lr=1e-3) if name == "W2"
+                    else torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9))
+        self.loss_fn = torch.nn.CrossEntropyLoss()
+
+    def epoch(self) -> float:
+        started = time.perf_counter()
+        order = self.torch.randperm(len(self.x))
+        for i in range(0, len(self.x), self.batch):
+            idx = order[i:i + self.batch]
+            self.opt.zero_grad()
+            loss = self.loss_fn(self.model(self.x[idx]), self.y[idx])
+            loss.backward()
+            self.opt.step()
+        with self.torch.no_grad():
+            self.loss_fn(self.model(self.x_val), self.y_val)
+        return time.perf_counter() - started
+
+
+def torch_loop(name: str, dataset: str) -> TorchLoop | None:
+    try:
+        import torch  # noqa: F401
     except ImportError:
         return None
-    torch.set_num_threads(2)
-    torch.manual_seed(0)
-    x, y, x_val, y_val = _torch_data(dataset)
-    spec = WORKLOADS[name]
-    sizes = [784, *spec["hidden"], 10]
-    layers = []
-    for a, b in zip(sizes, sizes[1:]):
-        layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
-    model = torch.nn.Sequential(*layers[:-1])
-    opt = (torch.optim.Adam(model.parameters(), lr=1e-3) if name == "W2"
-           else torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9))
-    loss_fn, times = torch.nn.CrossEntropyLoss(), []
-    for _ in range(rounds + 1):
-        started = time.perf_counter()
-        order = torch.randperm(len(x))
-        for i in range(0, len(x), spec["batch"]):
-            idx = order[i:i + spec["batch"]]
-            opt.zero_grad()
-            loss = loss_fn(model(x[idx]), y[idx])
-            loss.backward()
-            opt.step()
-        with torch.no_grad():
-            loss_fn(model(x_val), y_val)
-        times.append(time.perf_counter() - started)
-    median = statistics.median(times[1:])
-    return {"workload": name, "torch_s": median, "torch_ratio": median / bare_gemm_s}
+    return TorchLoop(name, dataset)
 
 
 def _torch_data(dataset: str):
@@ -215,9 +233,8 @@ def main(argv=None) -> int:
     dataset = dataset or random_npz(out / "random.npz", n_images)
     results = []
     for name in args.workloads:
-        result = run_bpcli(name, dataset, args.rounds, out, n_images)
-        if args.torch:
-            result.update(run_torch(name, dataset, args.rounds, result["gemm_s"]) or {"torch_s": None})
+        result = run_bpcli(name, dataset, args.rounds, out, n_images,
+                           peer=torch_loop(name, dataset) if args.torch else None)
         if args.diagnostics_ab:
             result.update(diagnostics_ab(name, dataset, args.diagnostics_ab, out, n_images))
         results.append(result)
@@ -231,7 +248,8 @@ def main(argv=None) -> int:
 
 
 def print_row(r: dict) -> None:
-    torch_part = f"  torch {r['torch_s']:.3f} s ({r['torch_ratio']:.2f}x)" if r.get("torch_s") else ""
+    torch_part = (f"  torch {r['torch_s']:.3f} s ({r['torch_ratio']:.2f}x, paired {r['torch_paired_ratio']:.2f}x; "
+                  f"bpcli/torch paired {r['bpcli_over_torch']:.2f})" if r.get("torch_s") else "")
     ab_part = f", on/off {r['diagnostics_ab_ratio']:.3f}x" if "diagnostics_ab_ratio" in r else ""
     print(f"{r['workload']}: bpcli {r['bpcli_s']:.3f} s/epoch, bare GEMMs {r['gemm_s']:.3f} s, "
           f"ratio {r['ratio']:.2f}x (median of paired epochs {r['paired_ratio']:.2f}x){torch_part}; "

@@ -84,7 +84,7 @@ DEFAULT_SECTIONS = {
              "eval_batch_size": 4096, "data_dir": None, "mirrors": None},
     "training": {"epochs": 10, "seed": 0, "monitor": "val_loss", "mode": "auto", "early_stopping": None,
                  "clip_grad_norm": None, "clip_grad_value": None},
-    "diagnostics": {"enabled": True, "samples": 16,
+    "diagnostics": {"enabled": True, "samples": 8,
                     "warn": {"vanishing_gradients": True, "exploding_gradients": True, "dead_units": True,
                              "saturation": True, "update_ratio": True},
                     "gradient_ratio": 1000.0, "exploding_norm": 1000.0, "dead_fraction": 0.5,
