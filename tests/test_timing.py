@@ -1,5 +1,6 @@
 """bpcli time and the benchmark script keep working (no timing assertions: figures live in README)."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -33,9 +34,10 @@ def test_bpcli_time_reports_every_layer_and_the_gemm_ratio():
 
 def test_benchmark_script_runs_a_tiny_workload(tmp_path):
     out = tmp_path / "bench.json"
+    with_torch = importlib.util.find_spec("torch") is not None  # the PyTorch peer is optional
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--random", "--samples", "2000",
                              "--rounds", "1", "--workloads", "W1", "W2", "--json", str(out), "--out", str(tmp_path),
-                             "--diagnostics-ab", "1"],
+                             "--diagnostics-ab", "1", *(["--torch"] if with_torch else [])],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
@@ -43,3 +45,6 @@ def test_benchmark_script_runs_a_tiny_workload(tmp_path):
     assert all(r["bpcli_s"] > 0 and r["gemm_s"] > 0 and r["ratio"] > 0 for r in report["results"])
     assert report["peak_memory_mb"] > 0 and "W1: bpcli" in result.stdout
     assert all(0 < r["diagnostics_share"] < 1 and r["diagnostics_ab_ratio"] > 0 for r in report["results"])
+    if with_torch:  # one PyTorch epoch per round, interleaved with bpcli's
+        assert all(len(r["torch_all_s"]) == len(r["bpcli_all_s"]) == 2 and r["bpcli_over_torch"] > 0
+                   for r in report["results"])
