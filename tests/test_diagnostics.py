@@ -192,3 +192,37 @@ def test_warnings_follow_the_thresholds():
     assert kinds(low) == ["update_ratio"] and kinds(low, lr_is_full=False) == []
     assert kinds([row("layers.0", 1.0, update=1e-6), row("layers.2", 1.0, update=1.0)]) == ["update_ratio"]
     assert kinds([row("layers.0", math.nan), row("layers.2", 1.0)]) == []
+
+
+def test_a_warning_on_a_terminal_prints_above_the_progress_bars_not_into_them(tmp_path):
+    """On a terminal Rich draws live bars on stderr; a warning must come out as lines of its own."""
+    import os
+    import pty
+    import re
+    import subprocess
+    import sys
+
+    layers, optimizer, _ = PROVOKING["saturation"]
+    doc = {"model": {"layers": layers}, "optimizer": optimizer,
+           "data": {"dataset": "spirals", "options": {"n": 600, "classes": 3}, "preprocess": "standardize",
+                    "batch_size": 32}, "training": {"epochs": 2}, "output": {"dir": str(tmp_path)}}
+    config = tmp_path / "saturated.yaml"
+    config.write_text(yaml.safe_dump(doc))
+    main, secondary = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"} | {"COLUMNS": "200", "TERM": "xterm"}
+    process = subprocess.Popen([sys.executable, "-m", "bpcli", "train", str(config)], stdin=secondary,
+                               stdout=secondary, stderr=secondary, env=env)
+    os.close(secondary)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        output += chunk
+    assert process.wait(timeout=60) == 0
+    lines = re.split(r"[\r\n]+", re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", output.decode(errors="replace")))
+    assert any(line.startswith("warning: epoch 1: saturated units") for line in lines)
+    assert not any("━" in line and "warning" in line for line in lines)  # not glued to a bar

@@ -133,7 +133,9 @@ def print_checks(checks: list, name: str, seconds: float) -> None:
 
 
 def warn(message: str) -> None:
-    typer.echo(f"warning: {message}", err=True)
+    """On stderr, through sys.stderr itself: while Rich's progress bars run, that is Rich's proxy, which
+    prints the line above the bars (typer.echo writes to the stream's buffer and would cut into them)."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def print_summary(summary: dict) -> None:
