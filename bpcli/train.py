@@ -30,6 +30,7 @@ import numpy as np
 from . import __version__
 from .callbacks import Callback, EarlyStopping
 from .checkpoint import Checkpoint, save_checkpoint
+from .denormals import flush_denormals
 from .errors import CheckpointError, DivergedError, Interrupted
 from .losses import LOSSES, Loss
 from .metrics import count_correct, regression_metrics, resolve_mode
@@ -189,7 +190,8 @@ class Trainer:
         """Train until the last epoch, early stopping, divergence or a stop request."""
         for callback in self.callbacks:
             callback.on_train_begin(self)
-        with np.errstate(over="ignore", invalid="ignore"):  # a diverging loss is caught and reported below
+        # A diverging loss is caught and reported in run_batch; subnormals would only slow the loop (denormals.py).
+        with np.errstate(over="ignore", invalid="ignore"), flush_denormals():
             while self.epoch < self.epochs and not self.stop_reason:
                 self.run_epoch()
                 row = self.end_epoch()
