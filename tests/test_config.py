@@ -15,9 +15,8 @@ from typer.testing import CliRunner
 
 from bpcli.activations import ACTIVATIONS
 from bpcli.commands import config as config_command
-from bpcli.config import (ACTIVATION_CHOICES, INIT_CHOICES, LAYER_TYPES, LOSS_OPTIONS, OPTIMIZER_OPTIONS,
-                          SCHEDULE_CONTEXT, SCHEDULE_OPTIONS, SECTIONS, config_json_schema, load_config,
-                          monitor_mode, optimizer_kwargs, parse_config_text, resolved_dict, schedule_kwargs)
+from bpcli.config import (SECTIONS, config_json_schema, load_config, monitor_mode, optimizer_kwargs, parse_config_text,
+                          resolved_dict, schedule_kwargs)
 from bpcli.data import DATASETS
 from bpcli.errors import EXIT_USAGE, ConfigError
 from bpcli.initializers import INITIALIZERS
@@ -26,6 +25,8 @@ from bpcli.losses import LOSSES
 from bpcli.model import ACTIVATION_OPTIONS, LAYER_OPTIONS, build_model
 from bpcli.optimizers import OPTIMIZERS, build_optimizer
 from bpcli.schedules import SCHEDULES, build_schedule
+from bpcli.schema import (ACTIVATION_CHOICES, INIT_CHOICES, LAYER_TYPES, LOSS_OPTIONS, OPTIMIZER_OPTIONS, SCHEDULE_CONTEXT,
+                          SCHEDULE_OPTIONS)
 from bpcli.yamlio import dump_yaml, parse_yaml
 
 MINIMAL = """\

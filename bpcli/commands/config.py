@@ -70,7 +70,8 @@ def schema(markdown: bool = typer.Option(False, "--markdown",
 
 def reference_markdown() -> str:
     """One table per section (key, type, default, allowed, meaning), then one per variant of a union."""
-    from ..config import ACTIVATION_CHOICES, INIT_CHOICES, SECTIONS, Config
+    from ..config import SECTIONS, Config
+    from ..schema import ACTIVATION_CHOICES, INIT_CHOICES
 
     parts = []
     for section in SECTIONS:
@@ -84,7 +85,7 @@ def reference_markdown() -> str:
 
 def _tables(prefix: str, annotation) -> str:
     """The table of a mapping, then the tables of the mappings and lists of mappings inside it."""
-    from ..config import unwrap, variants_of
+    from ..schema import unwrap, variants_of
 
     if variants_of(annotation):
         return _variant_tables(prefix, variants_of(annotation))
@@ -127,7 +128,7 @@ def _same(a, b) -> bool:
 
 
 def _row(key: str, field) -> list[str]:
-    from ..config import describe, is_optional
+    from ..schema import describe, is_optional
 
     kind, allowed = describe(field.annotation, field.metadata)
     kind += " or null" if is_optional(field.annotation) else ""
