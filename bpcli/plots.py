@@ -282,8 +282,11 @@ def _curve_legend(ax, runs: list[Run], colours: list[str]) -> None:
 def _lr_panel(ax, runs: list[Run], colours: list[str]) -> None:
     for run, colour in zip(runs, colours):
         ax.plot(*run.series("lr"), ".-", color=colour, lw=1.5, ms=4, label=run.name)
-    if _spans_decades([v for r in runs for v in r.series("lr")[1]]):
+    rates = [v for r in runs for v in r.series("lr")[1]]
+    if _spans_decades(rates):
         _log_y(ax)
+    elif rates and min(rates) == max(rates) > 0:  # a constant lr: from 0, not a +-4% window around it
+        ax.set_ylim(0, 2 * rates[0])
     _epoch_axis(ax, "Learning rate (at each epoch's last batch)", "lr")
     if len(runs) > 1:
         ax.legend(loc="best")

@@ -143,6 +143,12 @@ def test_a_run_without_summary_or_layers_is_drawn_without_those(tmp_path):
     assert "no summary.json yet" in figure.get_suptitle() and "no layers.jsonl" in figure.get_suptitle()
 
 
+def test_a_constant_learning_rate_is_drawn_from_zero(tmp_path):
+    rows = [{**r, "lr": 0.01} for r in metric_rows()]
+    figure = training_figure([read_run(write_run(tmp_path / "constant", rows))])
+    assert panel(figure, "Learning rate").get_ylim() == (0, 0.02)
+
+
 def test_a_regression_run_has_no_accuracy_panel_and_a_falling_loss_gets_a_log_axis(tmp_path):
     rows = [{**r, "train_loss": 10.0 ** -r["epoch"]} for r in metric_rows(accuracy=False)]
     figure = training_figure([read_run(write_run(tmp_path / "sine", rows, layers=layer_rows()))])
