@@ -32,9 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .callbacks import Callback, write_log
 from .activations import ReLU
+from .callbacks import Callback, write_log
+from .fileio import read_log_rows
 from .layers import ActivationLayer, Dropout
+from .optimizers import global_norm
 
 COLUMNS = ["epoch", "layer", "type", "activation", "units", "weight_norm", "grad_norm", "update_ratio",
            "act_mean", "act_std", "dead_fraction", "saturated_fraction"]
@@ -133,12 +135,12 @@ class LayerDiagnostics(Callback):
     def before_step(self) -> None:
         """Keep the weights and their norms as they are before the step (for the update ratio)."""
         np.copyto(self.before, self.model.theta)
-        self.norms_before = [norm(self.before[t.start:t.stop]) for t in self.taps]
+        self.norms_before = [global_norm(self.before[t.start:t.stop]) for t in self.taps]
 
     def record_gradients(self, dtheta: np.ndarray) -> None:
         """Called between backward and the optimizer step: the gradients as backprop made them."""
         for k, tap in enumerate(self.taps):
-            self.sums["grad_norm"][k] += norm(dtheta[tap.start:tap.stop])
+            self.sums["grad_norm"][k] += global_norm(dtheta[tap.start:tap.stop])
 
     def after_batch(self, sampled: bool) -> None:
         """Every batch: which units were active. Sampled batches: update ratios and activation statistics."""
@@ -152,7 +154,7 @@ class LayerDiagnostics(Callback):
     def _record_update(self) -> None:
         delta = np.subtract(self.model.theta, self.before, out=self.before)  # `before` is not needed after this
         for k, (tap, weight) in enumerate(zip(self.taps, self.norms_before)):
-            self.sums["update_ratio"][k] += norm(delta[tap.start:tap.stop]) / weight if weight > 0 else math.inf
+            self.sums["update_ratio"][k] += global_norm(delta[tap.start:tap.stop]) / weight if weight > 0 else math.inf
 
     def _record_activations(self) -> None:
         for k, tap in enumerate(self.taps):
@@ -182,7 +184,7 @@ class LayerDiagnostics(Callback):
         for k, tap in enumerate(self.taps):
             mean = {key: self.sums[key][k] / n for key in ("grad_norm", "update_ratio", "act_mean", "act_std")}
             rows.append({"epoch": epoch, "layer": tap.name, "type": tap.type, "activation": tap.activation,
-                         "units": tap.units, "weight_norm": norm(self.model.theta[tap.start:tap.stop]), **mean,
+                         "units": tap.units, "weight_norm": global_norm(self.model.theta[tap.start:tap.stop]), **mean,
                          "dead_fraction": (1.0 - float(np.mean(self.alive[k]))
                                            if self.alive[k] is not None else None),
                          "saturated_fraction": (self.sums["saturated_fraction"][k] / n
@@ -199,7 +201,7 @@ class LayerDiagnostics(Callback):
         Rows of later epochs (written after the checkpoint the run resumes from)
         are dropped: the resumed run writes them again, with the same values.
         """
-        kept = [r for r in read_rows(self.jsonl_path) if r["epoch"] <= epochs_done] if epochs_done else []
+        kept = [r for r in read_log_rows(self.jsonl_path) if r["epoch"] <= epochs_done] if epochs_done else []
         write_log(self.csv_path, csv_text(kept, header=True), atomic=True)
         write_log(self.jsonl_path, "".join(json.dumps(r) + "\n" for r in kept), atomic=True)
 
@@ -212,11 +214,6 @@ class LayerDiagnostics(Callback):
     def load_state_dict(self, state):
         if state:  # a checkpoint saved without diagnostics has none: measuring starts afresh
             self.sums, self.saved_alive, self.warnings = state["sums"], state["alive"], state["warnings"]
-
-
-def norm(a: np.ndarray) -> float:
-    """The L2 norm of a flat slice, by BLAS dot (one pass, no temporary); float64 result."""
-    return math.sqrt(float(np.dot(a, a)))
 
 
 def moments(a: np.ndarray) -> tuple[float, float]:
@@ -232,19 +229,6 @@ def csv_text(rows: list[dict], header: bool = False) -> str:
         writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
-
-
-def read_rows(path: Path) -> list[dict]:
-    """The complete JSON lines of a log; a line cut short by a crash is skipped."""
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return [r for r in rows if isinstance(r, dict) and isinstance(r.get("epoch"), int)]
 
 
 # -- warnings ---------------------------------------------------------------------------------------

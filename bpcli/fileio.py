@@ -10,6 +10,7 @@ TMP_SUFFIX so that a later run can find and remove orphans of a killed one.
 from __future__ import annotations
 
 import errno
+import json
 import os
 from pathlib import Path
 
@@ -68,3 +69,22 @@ def remove_orphans(folder: str | Path, suffix: str = TMP_SUFFIX) -> list[Path]:
         orphan.unlink(missing_ok=True)
         removed.append(orphan)
     return removed
+
+
+def read_log_rows(path: str | Path) -> list[dict]:
+    """The rows of a JSON-lines log that parse as objects with an integer `epoch`; [] without the file.
+
+    A line cut short by a crash (or still being written) is skipped, not an error:
+    the callers rebuild or summarize a log, they do not judge it.
+    """
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return []
+    rows = []
+    for line in text.splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return [r for r in rows if isinstance(r, dict) and isinstance(r.get("epoch"), int)]

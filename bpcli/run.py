@@ -19,9 +19,9 @@ import numpy as np
 import yaml
 
 from .callbacks import LAST, PREVIOUS, CheckpointCallback, EarlyStopping, MetricsLogger
-from .diagnostics import LayerDiagnostics
 from .checkpoint import Checkpoint, load_checkpoint
 from .data import load_dataset
+from .diagnostics import LayerDiagnostics
 from .errors import CheckpointError, ConfigError, DiskFullError, DivergedError, Interrupted
 from .fileio import atomic_write_bytes, remove_orphans, write_error
 from .losses import LOSSES

@@ -226,3 +226,12 @@ def test_a_warning_on_a_terminal_prints_above_the_progress_bars_not_into_them(tm
     lines = re.split(r"[\r\n]+", re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", output.decode(errors="replace")))
     assert any(line.startswith("warning: epoch 1: saturated units") for line in lines)
     assert not any("━" in line and "warning" in line for line in lines)  # not glued to a bar
+
+
+def test_log_rows_skip_what_a_crash_cut_short(tmp_path):
+    from bpcli.fileio import read_log_rows
+
+    log = tmp_path / "layers.jsonl"
+    assert read_log_rows(log) == []  # no file yet
+    log.write_text('{"epoch": 1, "layer": "layers.0"}\n[1, 2]\n{"epoch": "2"}\n{"epoch": 2, "layer": "lay')
+    assert read_log_rows(log) == [{"epoch": 1, "layer": "layers.0"}]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -158,13 +157,10 @@ def print_summary(summary: dict) -> None:
 
 def loss_sparklines(metrics_file: Path, width: int = 60) -> list[tuple[str, str]]:
     """("Train loss:", "2.31 █▅▃▂▂▁▁ 0.21") per loss logged in metrics.jsonl; none if it cannot be read."""
+    from ..fileio import read_log_rows
     from ..metrics import sparkline
 
-    try:
-        rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
-    except (OSError, ValueError):
-        return []
-    lines = []
+    rows, lines = read_log_rows(metrics_file), []
     for key, label in (("train_loss", "Train loss:"), ("val_loss", "  Val loss:")):
         values = [row[key] if isinstance(row.get(key), (int, float)) else math.nan for row in rows]
         if any(key in row for row in rows):
