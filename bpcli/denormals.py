@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import platform
 import sys
 from contextlib import contextmanager
@@ -36,11 +37,18 @@ class _Fenv(ctypes.Structure):
     _fields_ = [("x87", ctypes.c_ubyte * 28), ("mxcsr", ctypes.c_uint)]
 
 
+@functools.cache
 def _libm():
-    """glibc's libm on x86-64 Linux, or None where the layout above is not known to hold."""
+    """glibc's libm on x86-64 Linux, or None where the layout above is not known to hold.
+
+    Found once per process: by its soname first, since find_library runs ldconfig in a subprocess.
+    """
     if not (sys.platform.startswith("linux") and platform.machine() in ("x86_64", "AMD64")):
         return None
-    name = ctypes.util.find_library("m")
+    try:
+        return ctypes.CDLL("libm.so.6")
+    except OSError:
+        name = ctypes.util.find_library("m")
     try:
         return ctypes.CDLL(name) if name else None
     except OSError:
