@@ -29,10 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bpcli.callbacks import Callback, RichProgress
-from bpcli.config import parse_config_text, resolved_dict
-from bpcli.data import load_dataset
-from bpcli.timing import BareGemms
+from bpcli.training.callbacks import Callback, RichProgress
+from bpcli.config.sections import parse_config_text, resolved_dict
+from bpcli.data.catalog import load_dataset
+from bpcli.tools.timing import BareGemms
 
 WORKLOADS = {
     "W1": {"hidden": [256, 128], "batch": 128, "optimizer": "{name: sgd, lr: 0.01, momentum: 0.9}"},
@@ -54,7 +54,7 @@ def workload_config(name: str, dataset: str, epochs: int, out: Path, extra: str 
 
 def fashion_available() -> str | None:
     """fashion-mnist if it is in the bpcli cache or importable from Debian's package."""
-    from bpcli.data import import_dataset, is_cached
+    from bpcli.data.catalog import import_dataset, is_cached
 
     if is_cached("fashion-mnist"):
         return "fashion-mnist"
@@ -111,7 +111,7 @@ class Interleave(Callback):
 
 def run_bpcli(name: str, dataset: str, rounds: int, out: Path, n_images: int, extra: str = "",
               peer: TorchLoop | None = None) -> dict:
-    from bpcli.run import train_run
+    from bpcli.training.run import train_run
 
     cfg = workload_config(name, dataset, rounds + 1, out, extra)
     n_train = round(n_images * 0.9)
@@ -199,7 +199,7 @@ def torch_loop(name: str, dataset: str) -> TorchLoop | None:
 def _torch_data(dataset: str):
     import torch
 
-    from bpcli.preprocessing import prepare
+    from bpcli.data.preprocessing import prepare
 
     prepared = prepare(load_dataset(dataset), "multiclass", val_fraction=0.1, seed=0)  # the same arrays as bpcli
     as_t = torch.from_numpy

@@ -41,7 +41,7 @@ def atomic_write_bytes(path: str | Path, data: bytes, backup: str | Path | None 
 
 def write_error(path: str | Path, error: OSError, what: str = "file"):
     """The project error for a failed write: DiskFullError when the disk (or a size limit) is full."""
-    from .errors import CheckpointError, DiskFullError
+    from bpcli.errors import CheckpointError, DiskFullError
 
     if error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
         return DiskFullError(f"disk full while writing {what} {path} ({error.strerror}); nothing already "

@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pytest
 
-from bpcli.activations import ACTIVATIONS, GELU, ELU, LeakyReLU, sigmoid
+from bpcli.nn.activations import ACTIVATIONS, GELU, ELU, LeakyReLU, sigmoid
 
 
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))

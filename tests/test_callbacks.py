@@ -2,7 +2,7 @@
 
 import pytest
 
-from bpcli.callbacks import EarlyStopping, resolve_mode
+from bpcli.training.callbacks import EarlyStopping, resolve_mode
 
 
 def run(values, **options):

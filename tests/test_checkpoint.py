@@ -6,7 +6,7 @@ import pickle
 import numpy as np
 import pytest
 
-from bpcli.checkpoint import load_checkpoint, save_checkpoint
+from bpcli.training.checkpoint import load_checkpoint, save_checkpoint
 from bpcli.errors import CheckpointError
 
 

@@ -7,7 +7,7 @@ import sys
 from typer.testing import CliRunner
 
 from bpcli import __version__
-from bpcli.cli import app
+from bpcli.cli.app import app
 
 runner = CliRunner()
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bpcli.cli import app
-from bpcli.data import DATASETS
+from bpcli.cli.app import app
+from bpcli.data.catalog import DATASETS
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 runner = CliRunner()

@@ -13,21 +13,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from bpcli.activations import ACTIVATIONS
-from bpcli.commands import config as config_command
-from bpcli.config import (SECTIONS, config_json_schema, load_config, monitor_mode, optimizer_kwargs, parse_config_text,
+from bpcli.nn.activations import ACTIVATIONS
+from bpcli.cli import config as config_command
+from bpcli.config.sections import (SECTIONS, config_json_schema, load_config, monitor_mode, optimizer_kwargs, parse_config_text,
                           resolved_dict, schedule_kwargs)
-from bpcli.data import DATASETS
+from bpcli.data.catalog import DATASETS
 from bpcli.errors import EXIT_USAGE, ConfigError
-from bpcli.initializers import INITIALIZERS
-from bpcli.layers import BatchNorm, Dropout
-from bpcli.losses import LOSSES
-from bpcli.model import ACTIVATION_OPTIONS, LAYER_OPTIONS, build_model
-from bpcli.optimizers import OPTIMIZERS, build_optimizer
-from bpcli.schedules import SCHEDULES, build_schedule
-from bpcli.schema import (ACTIVATION_CHOICES, INIT_CHOICES, LAYER_TYPES, LOSS_OPTIONS, OPTIMIZER_OPTIONS, SCHEDULE_CONTEXT,
+from bpcli.nn.initializers import INITIALIZERS
+from bpcli.nn.layers import BatchNorm, Dropout
+from bpcli.nn.losses import LOSSES
+from bpcli.nn.model import ACTIVATION_OPTIONS, LAYER_OPTIONS, build_model
+from bpcli.optim.optimizers import OPTIMIZERS, build_optimizer
+from bpcli.optim.schedules import SCHEDULES, build_schedule
+from bpcli.config.schema import (ACTIVATION_CHOICES, INIT_CHOICES, LAYER_TYPES, LOSS_OPTIONS, OPTIMIZER_OPTIONS, SCHEDULE_CONTEXT,
                           SCHEDULE_OPTIONS)
-from bpcli.yamlio import dump_yaml, parse_yaml
+from bpcli.config.yamlio import dump_yaml, parse_yaml
 
 MINIMAL = """\
 model:

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bpcli.data import DATASETS, load_dataset, load_decoded, load_idx_dataset, shipped_dir
+from bpcli.data.catalog import DATASETS, load_dataset, load_decoded, load_idx_dataset, shipped_dir
 from bpcli.errors import DataError
-from bpcli.idx import encode_idx, read_idx, write_idx_gz
-from bpcli.preprocessing import Preprocessor, class_labels, indices_hash, prepare, split_validation
+from bpcli.data.idx import encode_idx, read_idx, write_idx_gz
+from bpcli.data.preprocessing import Preprocessor, class_labels, indices_hash, prepare, split_validation
 
 MNIST_TEST_IMAGES_SHA256 = "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"
 
@@ -18,7 +18,7 @@ MNIST_TEST_IMAGES_SHA256 = "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec2
 # -- mnist-mini ------------------------------------------------------------------
 
 def test_mnist_mini_ships_in_the_repository_with_the_official_test_set():
-    folder = Path(__file__).resolve().parent.parent / "datasets" / "mnist-mini"
+    folder = Path(__file__).resolve().parent.parent / "bpcli" / "datasets" / "mnist-mini"
     assert shipped_dir() / "mnist-mini" == folder
     digest = hashlib.sha256((folder / "t10k-images-idx3-ubyte.gz").read_bytes()).hexdigest()
     assert digest == MNIST_TEST_IMAGES_SHA256
@@ -41,7 +41,7 @@ def test_a_corrupted_shipped_file_is_refused(tmp_path, monkeypatch):
     raw = bytearray((folder / "train-labels-idx1-ubyte.gz").read_bytes())
     raw[-9] ^= 0xFF
     (folder / "train-labels-idx1-ubyte.gz").write_bytes(bytes(raw))
-    monkeypatch.setattr("bpcli.data.shipped_dir", lambda: tmp_path)
+    monkeypatch.setattr("bpcli.data.catalog.shipped_dir", lambda: tmp_path)
     with pytest.raises(DataError, match="train-labels-idx1-ubyte.gz.*reinstall"):
         load_dataset("mnist-mini")
 
@@ -50,7 +50,7 @@ def test_a_corrupted_shipped_file_is_refused(tmp_path, monkeypatch):
 
 def _fake_cached_dataset(folder: Path, n=20, label_max=9):
     """Writes the four IDX files of a tiny MNIST-like set and returns the RemoteFiles that verify them."""
-    from bpcli.download import RemoteFile
+    from bpcli.data.download import RemoteFile
     rng = np.random.default_rng(0)
     arrays = [rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, label_max + 1, n, dtype=np.uint8)] * 2
     folder.mkdir(parents=True, exist_ok=True)

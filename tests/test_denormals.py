@@ -6,10 +6,10 @@ import sys
 import numpy as np
 import pytest
 
-from bpcli.callbacks import Callback
-from bpcli.config import parse_config_text, resolved_dict
-from bpcli.denormals import flush_denormals
-from bpcli.run import train_run
+from bpcli.training.callbacks import Callback
+from bpcli.config.sections import parse_config_text, resolved_dict
+from bpcli.training.denormals import flush_denormals
+from bpcli.training.run import train_run
 
 SUBNORMAL = np.float32(1e-39)
 SUPPORTED = sys.platform.startswith("linux") and platform.machine() in ("x86_64", "AMD64")

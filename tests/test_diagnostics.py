@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import yaml
 
-from bpcli.activations import ACTIVATIONS
-from bpcli.config import DiagnosticsSection, parse_config_text, resolved_dict
-from bpcli.diagnostics import CAN_DIE, NEVER_DEAD_OR_SATURATED, SATURATION, taps_of, warnings_for
-from bpcli.model import build_model
-from bpcli.run import prepare_data, train_run
-from bpcli.train import Trainer, build_parts
+from bpcli.nn.activations import ACTIVATIONS
+from bpcli.config.sections import DiagnosticsSection, parse_config_text, resolved_dict
+from bpcli.training.diagnostics import CAN_DIE, NEVER_DEAD_OR_SATURATED, SATURATION, taps_of, warnings_for
+from bpcli.nn.model import build_model
+from bpcli.training.run import prepare_data, train_run
+from bpcli.training.trainer import Trainer, build_parts
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -134,7 +134,7 @@ def test_the_figures_equal_a_brute_force_recomputation(tmp_path):
     summary = train_run(cfg, "provoke.yaml")
     rows = [json.loads(line) for line in (Path(summary["run_dir"]) / "layers.jsonl").read_text().splitlines()]
 
-    from bpcli.diagnostics import LayerDiagnostics
+    from bpcli.training.diagnostics import LayerDiagnostics
     data = prepare_data(cfg)
     parts = build_parts(cfg, data.input_dim, -(-len(data.x_train) // 32))
     trainer = Trainer(cfg, parts, data, [], None, diagnostics=None)

@@ -27,11 +27,11 @@ from hypothesis import strategies as st
 from safetensors.numpy import load as load_tensors
 from safetensors.numpy import save as save_tensors
 
-from bpcli.checkpoint import load_checkpoint
-from bpcli.config import parse_config_text, resolved_dict
+from bpcli.training.checkpoint import load_checkpoint
+from bpcli.config.sections import parse_config_text, resolved_dict
 from bpcli.errors import BpcliError, CheckpointError
-from bpcli.inference import evaluate_checkpoint, restore
-from bpcli.run import train_run
+from bpcli.tools.inference import evaluate_checkpoint, restore
+from bpcli.training.run import train_run
 
 TINY = """
 model:
@@ -273,7 +273,7 @@ def test_a_config_far_larger_than_the_file_is_refused_before_anything_is_allocat
     def build_model(*args, **kwargs):
         raise AssertionError("restore tried to build a model of 10**9 units")
 
-    monkeypatch.setattr("bpcli.inference.build_model", build_model)
+    monkeypatch.setattr("bpcli.tools.inference.build_model", build_model)
     path = tmp_path / "edited.safetensors"
     path.write_bytes(with_meta(last.read_bytes(), set_key(load_checkpoint(last).meta, "config.model.layers.0.units",
                                                           10 ** 9)))
@@ -559,8 +559,8 @@ def terminal_console(stderr: bool = False):
 @pytest.mark.parametrize("no_color, bars", [("1", False), ("", True), (None, True)])
 def test_progress_bars_only_at_a_terminal_without_no_color(monkeypatch, no_color, bars):
     """NO_COLOR set to anything but '' (no-color.org) means plain lines, whatever the console says."""
-    from bpcli.callbacks import PlainProgress, RichProgress
-    from bpcli.commands import data, train
+    from bpcli.training.callbacks import PlainProgress, RichProgress
+    from bpcli.cli import data, train
 
     monkeypatch.delenv("NO_COLOR", raising=False)
     if no_color is not None:

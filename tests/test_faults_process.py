@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bpcli.checkpoint import load_checkpoint
+from bpcli.training.checkpoint import load_checkpoint
 
 CONFIG = """
 model:
@@ -45,7 +45,7 @@ KILL_ON_REPLACE = textwrap.dedent("""
         return real_replace(src, dst, *args, **kwargs)
     os.replace = replace
     sys.argv = ["bpcli", *sys.argv[1:]]
-    from bpcli.cli import main
+    from bpcli.cli.app import main
     main()
 """)
 
@@ -171,7 +171,7 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path, referenc
 
 
 def test_disk_full_while_appending_metrics(tmp_path):
-    from bpcli.callbacks import write_log
+    from bpcli.training.callbacks import write_log
     from bpcli.errors import DiskFullError
 
     (tmp_path / "metrics.jsonl").symlink_to("/dev/full")
@@ -195,7 +195,7 @@ def test_a_torn_metrics_line_is_repaired_on_resume(tmp_path, reference):
 # impatient user presses it: the first asks for a clean stop, the second must abort at once.
 DOUBLE_CTRL_C = textwrap.dedent("""
     import os, signal, sys
-    from bpcli import train
+    from bpcli.training import trainer as train
     real_run_batch, count = train.Trainer.run_batch, [0]
     def run_batch(self, x, y):
         count[0] += 1
@@ -205,7 +205,7 @@ DOUBLE_CTRL_C = textwrap.dedent("""
         return real_run_batch(self, x, y)
     train.Trainer.run_batch = run_batch
     sys.argv = ["bpcli", *sys.argv[1:]]
-    from bpcli.cli import main
+    from bpcli.cli.app import main
     main()
 """)
 

@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from bpcli.activations import ACTIVATIONS, Tanh
-from bpcli.gradcheck import check_all, check_model, numeric_gradient, relative_error
-from bpcli.layers import LAYERS, ActivationLayer, Dense
-from bpcli.losses import LOSSES, MSE
-from bpcli.model import Model, build_model
-from bpcli.regularizers import REGULARIZERS
+from bpcli.nn.activations import ACTIVATIONS, Tanh
+from bpcli.tools.gradcheck import check_all, check_model, numeric_gradient, relative_error
+from bpcli.nn.layers import LAYERS, ActivationLayer, Dense
+from bpcli.nn.losses import LOSSES, MSE
+from bpcli.nn.model import Model, build_model
+from bpcli.nn.regularizers import REGULARIZERS
 
 
 @pytest.fixture(scope="module")

@@ -7,16 +7,16 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from bpcli.activations import ACTIVATIONS
-from bpcli.cli import app
-from bpcli.config import parse_config_text, resolved_dict
-from bpcli.explain import Line, explain, holds, render
-from bpcli.losses import LOSSES
-from bpcli.model import build_model
-from bpcli.optimizers import OPTIMIZERS
-from bpcli.regularizers import REGULARIZERS
-from bpcli.run import train_run
-from bpcli.summary import input_dim, load_target, summarize
+from bpcli.nn.activations import ACTIVATIONS
+from bpcli.cli.app import app
+from bpcli.config.sections import parse_config_text, resolved_dict
+from bpcli.tools.explain import Line, explain, holds, render
+from bpcli.nn.losses import LOSSES
+from bpcli.nn.model import build_model
+from bpcli.optim.optimizers import OPTIMIZERS
+from bpcli.nn.regularizers import REGULARIZERS
+from bpcli.training.run import train_run
+from bpcli.tools.inspect import input_dim, load_target, summarize
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,7 +125,7 @@ def test_input_dim_of_csv_and_npz_comes_from_their_headers(tmp_path, monkeypatch
     csv_path.write_text("a,b,label,c\n1,2,0,3\n")
     npz_path = tmp_path / "d.npz"
     np.savez(npz_path, X=np.zeros((5, 4, 3)), y=np.zeros(5))
-    monkeypatch.setattr("bpcli.summary.load_dataset", lambda *a, **k: pytest.fail("loaded the whole dataset"))
+    monkeypatch.setattr("bpcli.tools.inspect.load_dataset", lambda *a, **k: pytest.fail("loaded the whole dataset"))
     cfg = {"data": {"dataset": str(csv_path), "options": {}}, "training": {"seed": 0}}
     assert input_dim(cfg) == 3
     assert input_dim({**cfg, "data": {"dataset": str(csv_path), "options": {"features": ["a", "c"]}}}) == 2

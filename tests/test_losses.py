@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from bpcli.losses import LOSSES, BinaryCrossEntropy, CrossEntropy, Huber, MAE, MSE
+from bpcli.nn.losses import LOSSES, BinaryCrossEntropy, CrossEntropy, Huber, MAE, MSE
 
 
 def test_mse_and_mae_by_hand():

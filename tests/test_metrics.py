@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 
-from bpcli.metrics import (accuracy, classification_summary, confusion_matrix, count_correct,
+from bpcli.nn.metrics import (accuracy, classification_summary, confusion_matrix, count_correct,
                            per_class_report, predict_classes, probabilities, regression_metrics)
 
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from bpcli.errors import ConfigError
-from bpcli.initializers import INITIALIZERS
-from bpcli.model import build_model
-from bpcli.regularizers import L1, L2
+from bpcli.nn.initializers import INITIALIZERS
+from bpcli.nn.model import build_model
+from bpcli.nn.regularizers import L1, L2
 
 SPEC = [
     {"type": "dense", "units": 8, "activation": "relu"},

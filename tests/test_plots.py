@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from bpcli.cli import app
-from bpcli.config import parse_config_text, resolved_dict
-from bpcli.inference import evaluate_checkpoint, evaluate_with_outputs
-from bpcli.metrics import probabilities
-from bpcli.eval_plots import evaluation_figure, most_confident_mistakes
-from bpcli.plots import read_run, save_figure, training_figure
-from bpcli.run import train_run
+from bpcli.cli.app import app
+from bpcli.config.sections import parse_config_text, resolved_dict
+from bpcli.tools.inference import evaluate_checkpoint, evaluate_with_outputs
+from bpcli.nn.metrics import probabilities
+from bpcli.plots.evaluation import evaluation_figure, most_confident_mistakes
+from bpcli.plots.training import read_run, save_figure, training_figure
+from bpcli.training.run import train_run
 
 runner = CliRunner()
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from bpcli.cli import app
-from bpcli.commands.train import loss_sparklines
-from bpcli.config import load_config, resolved_dict
-from bpcli.losses import LOSSES
-from bpcli.metrics import sparkline
-from bpcli.run import prepare_data
-from bpcli.sanity import check_initial_loss, run_checks, sanity_check, without_regularization, zero_output_loss
-from bpcli.train import build_loss
+from bpcli.cli.app import app
+from bpcli.cli.train import loss_sparklines
+from bpcli.config.sections import load_config, resolved_dict
+from bpcli.nn.losses import LOSSES
+from bpcli.nn.metrics import sparkline
+from bpcli.training.run import prepare_data
+from bpcli.tools.sanity import check_initial_loss, run_checks, sanity_check, without_regularization, zero_output_loss
+from bpcli.training.trainer import build_loss
 
 ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()

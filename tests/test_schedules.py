@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bpcli.errors import CheckpointError, ConfigError
-from bpcli.schedules import (
+from bpcli.optim.schedules import (
     SCHEDULES, Constant, Cosine, Exponential, ReduceOnPlateau, StepDecay, build_schedule)
 
 

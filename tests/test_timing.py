@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bpcli.timing import BareGemms
+from bpcli.tools.timing import BareGemms
 
 ROOT = Path(__file__).resolve().parent.parent
 

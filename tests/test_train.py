@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bpcli.callbacks import Callback
-from bpcli.checkpoint import load_checkpoint
-from bpcli.config import parse_config_text, resolved_dict
+from bpcli.training.callbacks import Callback
+from bpcli.training.checkpoint import load_checkpoint
+from bpcli.config.sections import parse_config_text, resolved_dict
 from bpcli.errors import ConfigError, DivergedError, Interrupted
-from bpcli.inference import evaluate_checkpoint, predict_file
-from bpcli.run import create_run_dir, train_run
-from bpcli.train import StopRequest
+from bpcli.tools.inference import evaluate_checkpoint, predict_file
+from bpcli.training.run import create_run_dir, train_run
+from bpcli.training.trainer import StopRequest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -150,7 +150,7 @@ def test_two_runs_in_the_same_second_get_separate_directories(tmp_path, monkeypa
 def test_predict_writes_classes_and_probabilities(tmp_path):
     summary = train_run(config(tmp_path, SMALL, "training.epochs=1"), "small.yaml")
     inputs = tmp_path / "inputs.npz"
-    from bpcli.data import load_dataset
+    from bpcli.data.catalog import load_dataset
     np.savez(inputs, X=load_dataset("mnist-mini").x_test[:5])
     lines = predict_file(Path(summary["run_dir"]) / "checkpoints/best.safetensors", inputs).splitlines()
     assert lines[0] == "prediction," + ",".join(f"p_{d}" for d in range(10)) and len(lines) == 6
@@ -264,7 +264,7 @@ def test_predict_from_a_csv_with_or_without_the_target_column(tmp_path):
 
 
 def test_config_differences_name_each_field():
-    from bpcli.run import config_differences
+    from bpcli.training.run import config_differences
     old = {"model": {"layers": [{"type": "dense", "units": 32}, {"type": "dense", "units": 10}]}, "training": {"epochs": 3}}
     new = {"model": {"layers": [{"type": "dense", "units": 64}, {"type": "dense", "units": 10}]}, "training": {"epochs": 5}}
     assert config_differences(old, new) == [("model.layers.0.units", 32, 64), ("training.epochs", 3, 5)]

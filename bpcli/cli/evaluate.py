@@ -1,0 +1,93 @@
+"""`bpcli eval CHECKPOINT` and `bpcli predict CHECKPOINT INPUT`."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from bpcli.cli.common import console, print_json, user_errors
+
+
+@user_errors
+def eval_(
+    checkpoint: str = typer.Argument(..., help="A checkpoint file (e.g. RUN_DIR/checkpoints/best.safetensors)."),
+    dataset: Optional[str] = typer.Option(None, help="Another dataset name or .csv/.npz path (default: the training one)."),
+    split: str = typer.Option("test", help="test, val or train."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Dataset cache folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    plot: Optional[str] = typer.Option(
+        None, "--plot", metavar="FILE.png",
+        help="Also draw the confusion matrix (and, for images, the most confidently wrong examples), or predicted "
+             "against true values for regression, to this file (.png, .svg or .pdf). Needs matplotlib."),
+) -> None:
+    """Loss, accuracy, confusion matrix and per-class precision/recall/F1 (or MSE, MAE, R²) of a checkpoint.
+
+    Example: bpcli eval runs/quickstart-20260101-120000/checkpoints/best.safetensors --split test --plot eval.png
+    """
+    from bpcli.tools.inference import evaluate_with_outputs
+
+    if plot:
+        from bpcli.plots.training import require_matplotlib
+
+        require_matplotlib()  # before the evaluation, not after it
+    evaluation = evaluate_with_outputs(checkpoint, dataset=dataset, split=split, data_dir=data_dir)
+    if as_json:
+        print_json(evaluation.result)
+    else:
+        print_evaluation(evaluation.result)
+    if plot:
+        from bpcli.plots.evaluation import evaluation_figure
+        from bpcli.plots.training import save_figure
+
+        typer.echo(f"wrote {save_figure(evaluation_figure(evaluation), plot)}", err=True)
+
+
+def print_evaluation(r: dict) -> None:
+    from rich.table import Table
+
+    out = console()
+    figures = [f"loss {r['loss']:.6g}"] + [f"{k} {r[k]:.6g}" for k in ("mse", "mae", "r2") if k in r]
+    if "accuracy" in r:
+        figures.insert(1, f"accuracy {r['accuracy']:.2%}")
+    out.print(f"[bold]{r['dataset']}[/] {r['split']} split, {r['n']} examples: " + ", ".join(figures))
+    if "per_class" not in r:
+        return
+    names = [row["class"] for row in r["per_class"]]
+    matrix = Table(title="Confusion matrix (rows: true class, columns: predicted)")
+    matrix.add_column("")
+    for name in names:
+        matrix.add_column(name, justify="right")
+    for name, counts in zip(names, r["confusion_matrix"]):
+        matrix.add_row(name, *(str(c) for c in counts))
+    out.print(matrix)
+    report = Table(title="Per class")
+    for column in ("class", "precision", "recall", "f1", "support"):
+        report.add_column(column, justify="left" if column == "class" else "right")
+    for row in r["per_class"]:
+        report.add_row(row["class"], f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}",
+                       str(row["support"]))
+    for avg in ("macro", "weighted"):
+        report.add_row(f"{avg} avg", *(f"{r[avg][k]:.3f}" for k in ("precision", "recall", "f1")), "")
+    out.print(report)
+
+
+@user_errors
+def predict(
+    checkpoint: str = typer.Argument(..., help="A checkpoint file."),
+    inputs: str = typer.Argument(..., metavar="INPUT", help="A .csv of features (header row) or an .npz with X."),
+    output: Optional[str] = typer.Option(None, help="Write the predictions CSV here instead of stdout."),
+) -> None:
+    """Predictions (class and probabilities, or values) for every row of INPUT, as CSV.
+
+    Example: bpcli predict runs/spirals-20260101-120000/checkpoints/best.safetensors points.csv --output preds.csv
+    """
+    from bpcli.fileio import atomic_write_bytes
+    from bpcli.tools.inference import predict_file
+
+    text = predict_file(checkpoint, inputs)
+    if output:
+        atomic_write_bytes(output, text.encode())
+        typer.echo(f"wrote {text.count(chr(10)) - 1} predictions to {output}", err=True)
+    else:
+        typer.echo(text, nl=False)

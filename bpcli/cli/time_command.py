@@ -1,0 +1,78 @@
+"""`bpcli time CONFIG`: per-layer forward/backward milliseconds and the epoch against its bare GEMMs."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+from bpcli.cli.common import console, print_json, user_errors
+
+
+@user_errors
+def time_(
+    config: str = typer.Argument(..., help="YAML config file."),
+    overrides: Optional[List[str]] = typer.Option(None, "--set", help="Override a config key (repeatable)."),
+    synthetic: bool = typer.Option(False, help="Random data of the right shape instead of the dataset."),
+    repeats: int = typer.Option(20, min=3, help="Timed repetitions; medians are reported."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Where a batch's time goes, on the config's own network and batch size (as `caffe time` does).
+
+    Prints each layer's forward and backward milliseconds per batch, samples per
+    second, and the epoch time next to the time of its bare matrix multiplies.
+
+    Example: bpcli time configs/quickstart.yaml --synthetic
+    """
+    from bpcli.config.sections import load_config, resolved_dict
+    from bpcli.tools.timing import time_config
+    from bpcli.training.trainer import build_parts
+
+    cfg = resolved_dict(load_config(config, overrides or []))
+    x, y, n = timing_data(cfg, synthetic)
+    batch = min(cfg["data"]["batch_size"], n)
+    parts = build_parts(cfg, x.shape[1], -(-n // batch))
+    report = time_config(parts, x, y, cfg["data"]["batch_size"], n, repeats)
+    if as_json:
+        return print_json(report)
+    print_report(report, config)
+
+
+def timing_data(cfg: dict, synthetic: bool):
+    """(x, y, training-set size): a few real batches, or random ones of the dataset's shape."""
+    import numpy as np
+
+    from bpcli.data.catalog import DATASETS, IdxSource
+    from bpcli.nn.losses import LOSSES
+    from bpcli.training.run import prepare_data
+
+    entry = DATASETS.get(cfg["data"]["dataset"])
+    if not (synthetic and isinstance(entry, IdxSource)):
+        data = prepare_data(cfg)
+        return data.x_train, data.y_train, len(data.x_train)
+    n = round(60000 * (1 - cfg["data"]["val_fraction"])) if not entry.shipped else 4500
+    rng, batch = np.random.default_rng(0), cfg["data"]["batch_size"]
+    x = rng.random((min(batch, n), int(np.prod(entry.image_shape))), dtype=cfg["model"]["dtype"])
+    kind = LOSSES[cfg["loss"]["name"]].kind
+    units = cfg["model"]["layers"][-1].get("units") or len(entry.class_names)
+    y = (rng.integers(0, units, len(x)) if kind == "multiclass" else
+         rng.integers(0, 2, (len(x), units)).astype(x.dtype) if kind == "binary" else
+         rng.standard_normal((len(x), units)).astype(x.dtype))
+    return x, y, n
+
+
+def print_report(r: dict, config: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{config}: one batch of {r['batch_size']} (medians)")
+    for column in ("layer", "type", "output", "forward ms", "backward ms"):
+        table.add_column(column, justify="right" if "ms" in column or column == "layer" else "left")
+    for row in r["layers"]:
+        table.add_row(str(row["layer"]), row["type"], "x".join(map(str, row["output"])),
+                      f"{row['forward_ms']:.3f}", f"{row['backward_ms']:.3f}")
+    out = console()
+    out.print(table)
+    out.print(f"whole batch (forward, loss, backward, update): {r['batch_ms']:.3f} ms; "
+              f"{r['samples_per_second']:,.0f} samples/s")
+    out.print(f"epoch of {r['batches_per_epoch']} batches: {r['epoch_s']:.2f} s; its bare GEMMs: "
+              f"{r['bare_gemm_epoch_s']:.2f} s; ratio {r['ratio']:.2f}x")

@@ -1,1 +1,0 @@
-"""One module per command (group); each function parses options, calls the library and prints."""

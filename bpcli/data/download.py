@@ -1,0 +1,344 @@
+"""Fetch dataset files from mirrors into a per-user cache, verified by SHA-256.
+
+Contract: a file enters the cache only after a checksum matched, either of the file as
+published (the .gz) or of its decompressed content; the second accepts re-compressed copies
+(Debian's Fashion-MNIST, a raw IDX file imported by hand), since gzip bytes differ between
+compressors while the content does not. A download streams into `<name>.part`, is synced,
+counted against Content-Length and verified before an atomic rename, so a crash or Ctrl-C
+never leaves a half file under the final name (the next run deletes the orphan `.part`).
+Mirrors are tried in order, each with its own timeout on connect and every read, so a dead
+or hanging mirror costs at most `timeout` seconds. Cached files are re-verified on every
+use; a copy corrupted later is deleted and fetched again. As library code this module never
+prints: progress goes to a callback, and every failure is a DataError whose message lists
+each URL tried with its reason and says how to place the files by hand.
+
+Plain urllib rather than requests or pooch: we need per-mirror timeouts, `.part` files,
+content checksums and our own progress hook, which those abstractions hide.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import http.client
+import os
+import re
+import shutil
+import socket
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import platformdirs
+
+from bpcli.errors import DataError
+from bpcli.data.idx import read_bytes, sha256_bytes, sha256_file
+
+CHUNK = 1 << 20  # 1 MiB: few progress calls, little memory
+URL_SCHEMES = ("http", "https", "file")  # file:// serves an air-gapped mirror on a shared disk
+
+Progress = Callable[[str, int, "int | None"], None]  # (file name, bytes done, total or None)
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    name: str                          # e.g. "train-images-idx3-ubyte.gz"
+    sha256: str | None = None          # SHA-256 of the file as published (the .gz)
+    content_sha256: str | None = None  # SHA-256 of its decompressed content
+    size: int | None = None            # bytes, if known (progress total without Content-Length)
+
+
+@dataclass(frozen=True)
+class _Failure:
+    url: str
+    reason: str
+    unreachable: bool = False  # could not connect at all (no network, DNS, refused)
+
+
+# --- where the cache lives and which mirrors to use -------------------------------------
+
+def default_cache_root() -> Path:
+    """$BPCLI_DATA_DIR if set, else the per-user cache dir (XDG_CACHE_HOME on Linux)."""
+    env = os.environ.get("BPCLI_DATA_DIR")
+    return Path(env).expanduser() if env else Path(platformdirs.user_cache_dir("bpcli"))
+
+
+def resolve_cache_root(option: str | None = None, config_value: str | None = None) -> Path:
+    """--data-dir option > config key > BPCLI_DATA_DIR > per-user cache dir."""
+    chosen = option or config_value
+    return Path(chosen).expanduser() if chosen else default_cache_root()
+
+
+def resolve_mirrors(dataset: str, defaults: list[str],
+                    override: str | list[str] | None = None) -> list[str]:
+    """Config override > $BPCLI_MIRROR > defaults, as base URLs ending in "/"."""
+    if override:
+        source, raw = "the config", override
+    elif os.environ.get("BPCLI_MIRROR"):
+        source, raw = "BPCLI_MIRROR", os.environ["BPCLI_MIRROR"]
+    else:
+        source, raw = "the built-in mirror list", defaults
+    mirrors: list[str] = []
+    for url in _split_urls(raw):
+        url = url.replace("{dataset}", dataset).rstrip("/") + "/"
+        _check_url(url, source)
+        if url not in mirrors:
+            mirrors.append(url)
+    return mirrors
+
+
+def _split_urls(raw: str | list[str]) -> list[str]:
+    # A string (or a list item) may hold several URLs separated by commas or whitespace.
+    items = [raw] if isinstance(raw, str) else list(raw)
+    return [url for item in items for url in re.split(r"[,\s]+", str(item)) if url]
+
+
+def _check_url(url: str, source: str) -> None:
+    scheme = urllib.parse.urlsplit(url).scheme
+    if scheme not in URL_SCHEMES:
+        raise DataError(f"Mirror URL {url!r} (from {source}) is not a valid base URL: it must start "
+                        f"with {', '.join(s + '://' for s in URL_SCHEMES)}, for example "
+                        "http://host/{dataset}/.")
+
+
+# --- verification ------------------------------------------------------------------------
+
+def verify(path: Path, remote: RemoteFile) -> str | None:
+    """None if the file matches one of its checksums, else a short reason."""
+    try:
+        mismatch = _mismatch(path, remote)
+    except DataError:  # read_bytes could not decompress it
+        return "corrupt gzip data"
+    except OSError as error:
+        return f"cannot read ({error.strerror or error})"
+    if mismatch is None:
+        return None
+    got, expected = mismatch
+    return f"checksum mismatch (got {got[:16]}…, expected {expected[:16]}…)"
+
+
+def _mismatch(path: Path, remote: RemoteFile) -> tuple[str, str] | None:
+    """(got, expected) for the checksum that failed, or None when the file matches."""
+    expected_file, expected_content = _lower(remote.sha256), _lower(remote.content_sha256)
+    if not expected_file and not expected_content:
+        return None  # nothing to check against
+    is_gzip = _is_gzip(path)
+    got_file = sha256_file(path)
+    if expected_file and got_file == expected_file:
+        return None
+    if not expected_content:
+        return got_file, expected_file
+    try:
+        got_content = sha256_bytes(read_bytes(path))
+    except DataError:  # corrupt gzip: the published checksum, if known, says it best
+        if expected_file:
+            return got_file, expected_file
+        raise
+    if got_content == expected_content:
+        return None
+    # Report the checksum a user can reproduce with sha256sum on this very file.
+    return (got_file, expected_file) if is_gzip and expected_file else (got_content, expected_content)
+
+
+def _lower(digest: str | None) -> str | None:
+    return digest.strip().lower() if digest else None
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == b"\x1f\x8b"
+
+
+# --- download ----------------------------------------------------------------------------
+
+def fetch(dataset: str, files: list[RemoteFile], mirrors: list[str], dest: Path, *,
+          timeout: float = 30.0, on_progress: Progress | None = None) -> list[Path]:
+    """Make every file present and verified in dest, downloading what is missing or corrupt."""
+    dest = Path(dest)
+    _prepare(dest)
+    report = on_progress or (lambda name, done, total: None)
+    paths = []
+    for remote in files:
+        paths.append(_fetch_one(dataset, remote, files, mirrors, dest, timeout, report))
+    return paths
+
+
+def _prepare(dest: Path) -> None:
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DataError(f"Cannot create the data folder {dest}: {error.strerror or error}.") from None
+    for orphan in dest.glob("*.part"):  # left by a run that was killed mid-download
+        with contextlib.suppress(OSError):
+            orphan.unlink()
+
+
+def _fetch_one(dataset: str, remote: RemoteFile, files: list[RemoteFile], mirrors: list[str],
+               dest: Path, timeout: float, report: Progress) -> Path:
+    final = dest / remote.name
+    corrupt = None
+    if final.exists():
+        corrupt = verify(final, remote)
+        if corrupt is None:
+            return final  # verified cache hit: no network
+        with contextlib.suppress(OSError):
+            final.unlink()  # corrupted after download: fetch it again
+    failures = []
+    for base in mirrors:
+        failure = _try_mirror(base + remote.name, final, remote, timeout, report)
+        if failure is None:
+            return final
+        failures.append(failure)
+    raise DataError(_failure_message(dataset, remote, files, dest, failures, corrupt))
+
+
+def _try_mirror(url: str, final: Path, remote: RemoteFile, timeout: float,
+                report: Progress) -> _Failure | None:
+    """Download url into final through a .part file; None on success."""
+    part = final.with_name(final.name + ".part")
+    try:
+        _stream(url, part, remote, timeout, report)
+        reason = verify(part, remote)
+        if reason is not None:
+            return _Failure(url, reason)
+        os.replace(part, final)
+        return None
+    except urllib.error.HTTPError as error:  # before URLError: it is a subclass
+        error.close()
+        return _Failure(url, f"HTTP {error.code} {error.reason}")
+    except urllib.error.URLError as error:  # before any response: no connection (or no local file)
+        local = url.startswith("file:")
+        what = "cannot open" if local else "cannot connect"
+        return _Failure(url, f"{what} ({_describe(error.reason, timeout)})", unreachable=not local)
+    except (http.client.HTTPException, socket.timeout, TimeoutError, ConnectionError, OSError) as error:
+        return _Failure(url, _describe(error, timeout))
+    except ValueError as error:  # a URL urllib cannot parse
+        return _Failure(url, f"invalid URL ({error})")
+    finally:  # a failed or interrupted download leaves nothing behind
+        with contextlib.suppress(OSError):
+            part.unlink()
+
+
+class _ShortRead(http.client.HTTPException):
+    """The server closed the connection before sending Content-Length bytes."""
+
+
+def _stream(url: str, part: Path, remote: RemoteFile, timeout: float, report: Progress) -> None:
+    with urllib.request.urlopen(url, timeout=timeout) as response, open(part, "wb") as out:
+        length = _content_length(response)
+        total = length if length is not None else remote.size
+        done = 0
+        report(remote.name, done, total)
+        try:
+            while chunk := response.read(CHUNK):
+                out.write(chunk)
+                done += len(chunk)
+                report(remote.name, done, total)
+        except http.client.IncompleteRead:
+            pass  # counted below, with a clearer message
+        out.flush()
+        os.fsync(out.fileno())  # the rename below must never publish unwritten data
+    if length is not None and done != length:
+        raise _ShortRead(f"connection closed after {done} of {length} bytes")
+
+
+def _content_length(response) -> int | None:
+    try:
+        value = int(response.headers.get("Content-Length", ""))
+    except ValueError:
+        return None
+    return value if value >= 0 else None
+
+
+def _describe(error: object, timeout: float) -> str:
+    if isinstance(error, (socket.timeout, TimeoutError)):
+        return f"timed out after {timeout:g} s"
+    if isinstance(error, _ShortRead):
+        return str(error)
+    if isinstance(error, http.client.HTTPException):
+        return f"bad HTTP response ({type(error).__name__}: {error})"
+    if isinstance(error, OSError):
+        return error.strerror or str(error) or type(error).__name__
+    return str(error)
+
+
+def _failure_message(dataset: str, remote: RemoteFile, files: list[RemoteFile], dest: Path,
+                     failures: list[_Failure], corrupt: str | None) -> str:
+    if not failures:
+        head = (f"Cannot download {remote.name} for dataset {dataset!r}: no mirror is configured "
+                "(set BPCLI_MIRROR or the mirror key in the config).")
+    elif all(f.unreachable for f in failures):
+        head = (f"The network seems unreachable: no mirror could be contacted to download "
+                f"{remote.name} for dataset {dataset!r}. Tried:")
+    else:
+        head = f"Cannot download {remote.name} for dataset {dataset!r} from any mirror. Tried:"
+    tried = "".join(f"\n  {f.url}: {f.reason}" for f in failures)
+    cached = f"\nThe cached copy was corrupt and has been removed: {corrupt}." if corrupt else ""
+    missing = ", ".join(f.name for f in files if not (dest / f.name).exists()) or remote.name
+    return (f"{head}{tried}{cached}\nTo place the files by hand, download {missing} from any "
+            f"{dataset} mirror into {dest}, or import them with `bpcli data import {dataset} DIR`. "
+            "`dataset: mnist-mini` ships with bpcli and needs no network.")
+
+
+# --- import from a local folder ------------------------------------------------------------
+
+def import_files(dataset: str, files: list[RemoteFile], source: Path, dest: Path) -> list[Path]:
+    """Copy files the user downloaded by hand into the cache, all verified before any copy."""
+    source, dest = Path(source), Path(dest)
+    found = _find_sources(dataset, files, source)
+    for remote, path in zip(files, found):
+        _check_import(remote, path)
+    _prepare(dest)
+    return [_install(path, dest / remote.name) for remote, path in zip(files, found)]
+
+
+def _find_sources(dataset: str, files: list[RemoteFile], source: Path) -> list[Path]:
+    found, missing = [], []
+    for remote in files:
+        candidates = [source / remote.name, source / remote.name.removesuffix(".gz")]
+        path = next((c for c in candidates if c.is_file()), None)
+        found.append(path)
+        if path is None:
+            missing.append(remote.name)
+    if missing:
+        where = "" if source.is_dir() else " (the folder does not exist)"
+        raise DataError(f"Cannot import dataset {dataset!r} from {source}{where}: missing "
+                        f"{', '.join(missing)}. Expected these files there (gzip, or raw IDX without "
+                        f".gz): {', '.join(f.name for f in files)}.")
+    return found
+
+
+def _check_import(remote: RemoteFile, path: Path) -> None:
+    if not _is_gzip(path) and not remote.content_sha256 and remote.sha256:
+        raise DataError(f"{path} is not gzip-compressed and only the checksum of the published "
+                        f"{remote.name} is known, so it cannot be verified; import the .gz file instead.")
+    try:
+        mismatch = _mismatch(path, remote)
+    except OSError as error:
+        raise DataError(f"{path}: cannot read ({error.strerror or error}).") from None
+    if mismatch is not None:
+        got, expected = mismatch
+        raise DataError(f"{path} is not the expected {remote.name}: its SHA-256 is {got}, expected "
+                        f"{expected}. The file is corrupt or belongs to another dataset; download it again.")
+
+
+def _install(path: Path, final: Path) -> Path:
+    """Copy atomically; a raw IDX file is gzipped (mtime=0) so the cache holds only .gz files."""
+    part = final.with_name(final.name + ".part")
+    try:
+        with open(path, "rb") as src, open(part, "wb") as out:
+            if _is_gzip(path):
+                shutil.copyfileobj(src, out, CHUNK)
+            else:
+                out.write(gzip.compress(src.read(), compresslevel=6, mtime=0))
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(part, final)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            part.unlink()
+        raise DataError(f"Cannot copy {path} into {final}: {error.strerror or error}.") from None
+    return final

@@ -1,0 +1,1 @@
+"""The network: activations, initializers, layers, the model, losses, penalties and metrics (pure NumPy)."""

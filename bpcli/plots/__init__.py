@@ -1,0 +1,1 @@
+"""Pictures of runs and evaluations (matplotlib, an optional extra)."""

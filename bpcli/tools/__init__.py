@@ -1,0 +1,1 @@
+"""What serves the core: gradient checks, sanity checks, inference, explain, inspect, timing."""

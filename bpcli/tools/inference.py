@@ -1,0 +1,246 @@
+"""Using a trained checkpoint: evaluate it on a dataset split, or predict for new inputs.
+
+A checkpoint carries the resolved config, the preprocessing statistics and the
+weights, so evaluation rebuilds exactly the model that was trained and feeds
+it data transformed exactly as in training (never refitted on the new data).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pydantic import ValidationError
+
+from bpcli.training.checkpoint import Checkpoint, load_checkpoint
+from bpcli.config.sections import Config, resolved_dict
+from bpcli.data.catalog import DATASETS, IdxSource, load_csv_inputs, load_dataset, load_npz_inputs
+from bpcli.errors import CheckpointError, ConfigError, DataError
+from bpcli.nn.losses import Loss
+from bpcli.nn.metrics import classification_summary, predict_classes, probabilities, regression_metrics
+from bpcli.nn.model import Model, build_model
+from bpcli.data.preprocessing import Preprocessor, loss_targets, split_dataset
+from bpcli.training.trainer import build_loss, predict_logits
+
+SPLITS = ("test", "val", "train")
+
+
+@dataclass
+class Restored:
+    model: Model
+    loss: Loss
+    preprocessor: Preprocessor
+    cfg: dict
+    task: str
+    class_names: tuple[str, ...] | None
+
+
+def restore(checkpoint: Checkpoint) -> Restored:
+    """The trained model, its loss and its preprocessing, rebuilt from a checkpoint.
+
+    Everything here comes from the file, so anything that does not fit (a config
+    the schema refuses, weights of another shape, a task its loss cannot score)
+    is a CheckpointError naming the file, never a crash further on.
+    """
+    meta, path = checkpoint.meta, checkpoint.path
+    try:
+        cfg = resolved_dict(Config.model_validate(meta["config"]))
+        _check_size(checkpoint, cfg["model"]["layers"], meta["input_dim"])
+        model = build_model(cfg["model"]["layers"], meta["input_dim"], dtype=cfg["model"]["dtype"])
+        loss = build_loss(cfg["loss"])
+        preprocessor = Preprocessor(cfg["data"]["preprocess"])
+    except (ConfigError, KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{path}: its stored config cannot be rebuilt: {_reason(error)}") from None
+    _load_weights(checkpoint, model)
+    _load_preprocessing(checkpoint, preprocessor, model.input_dim)
+    _check_task(checkpoint, loss, model)
+    return Restored(model, loss, preprocessor, cfg, meta["task"], _class_names(meta["class_names"], loss, model))
+
+
+def _reason(error: Exception) -> str:
+    """One line: the first schema problem with its key path, a missing key, or the error's own message."""
+    if isinstance(error, ValidationError):
+        first = error.errors(include_url=False)[0]
+        return f"config.{'.'.join(str(part) for part in first['loc'])}: {first['msg']}"
+    return f"missing {error}" if isinstance(error, KeyError) else str(error)
+
+
+# A model this small is built even if the file cannot hold it (the shape check then names the tensor).
+FREE_PARAMETERS = 1 << 24
+
+
+def _check_size(checkpoint: Checkpoint, spec: list[dict], input_dim: int) -> None:
+    """Refuse a config whose dense layers need far more parameters than the file holds, before allocating them.
+
+    Building a model allocates and initializes every parameter, so a header saying
+    units: 10**9 would exhaust memory before any shape is compared. Only dense
+    layers are counted (every other layer keeps the width), a lower bound.
+    """
+    needed, width = 0, input_dim
+    for layer in spec:
+        if layer["type"] == "dense":
+            needed, width = needed + (width + 1) * layer["units"], layer["units"]
+    stored = sum(t.size for t in checkpoint.model_tensors.values())
+    if needed > max(stored, FREE_PARAMETERS):
+        raise CheckpointError(f"{checkpoint.path}: its config needs at least {needed} parameters, but the file "
+                              f"holds {stored} layer values: the config does not belong to these weights")
+
+
+def _load_weights(checkpoint: Checkpoint, model: Model) -> None:
+    """Copy each stored tensor into the model, naming the first one that is missing or of another shape."""
+    for name, target in {**model.params, **model.buffers}.items():
+        stored = checkpoint.tensors.get(name)
+        if stored is None:
+            raise CheckpointError(f"{checkpoint.path}: tensor {name} is missing; the architecture in its own "
+                                  f"config needs it with shape {target.shape}")
+        if stored.shape != target.shape or stored.dtype.kind not in "fiu":
+            raise CheckpointError(f"{checkpoint.path}: tensor {name} has shape {stored.shape} ({stored.dtype}), "
+                                  f"but the architecture in its own config needs shape {target.shape}")
+        target[...] = stored
+
+
+def _load_preprocessing(checkpoint: Checkpoint, preprocessor: Preprocessor, input_dim: int) -> None:
+    """offset and scale, one per input feature, or every prediction would be wrong (or fail to broadcast)."""
+    state = checkpoint.group("preprocess")
+    for name in ("offset", "scale"):
+        value = state.get(name)
+        if value is None or value.shape != (input_dim,) or value.dtype.kind not in "fiu":
+            found = "is missing" if value is None else f"has shape {value.shape} ({value.dtype})"
+            raise CheckpointError(f"{checkpoint.path}: tensor preprocess.{name} {found}; the model takes "
+                                  f"{input_dim} features, so it needs shape ({input_dim},)")
+    preprocessor.load_state_dict(state)
+
+
+def _check_task(checkpoint: Checkpoint, loss: Loss, model: Model) -> None:
+    """The stored task must be the loss's, and multiclass names one per output, or scoring would fail."""
+    meta = checkpoint.meta
+    if loss.kind != meta["task"]:
+        raise CheckpointError(f"{checkpoint.path}: its task is {meta['task']}, but its loss is for {loss.kind}")
+    names = meta["class_names"]
+    if meta["task"] == "multiclass" and names and len(names) != model.output_dim:
+        raise CheckpointError(f"{checkpoint.path}: it names {len(names)} classes, but the model has "
+                              f"{model.output_dim} outputs")
+
+
+def _class_names(names: list[str] | None, loss: Loss, model: Model) -> tuple[str, ...] | None:
+    """The stored names; a multiclass model without them gets 0, 1, ... (the scores are reported per name)."""
+    if names:
+        return tuple(names)
+    return tuple(str(c) for c in range(model.output_dim)) if loss.kind == "multiclass" else None
+
+
+def evaluate_checkpoint(path: str | Path, *, dataset: str | None = None, split: str = "test",
+                        data_dir: str | None = None, batch_size: int = 4096) -> dict:
+    """Loss, accuracy, confusion matrix and per-class figures (or mse/mae/r2) of a checkpoint on a split."""
+    return evaluate_with_outputs(path, dataset=dataset, split=split, data_dir=data_dir, batch_size=batch_size).result
+
+
+@dataclass
+class Evaluation:
+    """evaluate_checkpoint's result and what produced it, for pictures (bpcli eval --plot).
+
+    `x` holds the inputs as loaded, before preprocessing (uint8 pixels for the IDX
+    image sets), so an image is shown as it was published, not standardized.
+    `image_shape` is (rows, cols) when the inputs are images, else None.
+    """
+
+    result: dict
+    x: np.ndarray
+    y: np.ndarray
+    logits: np.ndarray
+    task: str
+    class_names: tuple[str, ...] | None
+    image_shape: tuple[int, ...] | None
+
+
+def evaluate_with_outputs(path: str | Path, *, dataset: str | None = None, split: str = "test",
+                          data_dir: str | None = None, batch_size: int = 4096) -> Evaluation:
+    """evaluate_checkpoint, keeping the raw inputs, targets and the network's outputs."""
+    checkpoint = load_checkpoint(path)
+    r = restore(checkpoint)
+    x, y, source = _split_arrays(checkpoint, r, dataset, split, data_dir)
+    _check_features(x, r, source)
+    logits = predict_logits(r.model, r.preprocessor.transform(x, r.model.dtype), batch_size)
+    y = loss_targets(y, r.task, r.model.dtype)
+    result = {"checkpoint": str(path), "dataset": source, "split": split, "n": len(y),
+              "loss": r.loss(logits, y)[0]}
+    if r.task == "regression":
+        result.update(regression_metrics(logits, y.reshape(logits.shape)))
+    elif r.task == "binary":
+        correct = predict_classes(logits, "binary") == y.reshape(logits.shape)
+        result["accuracy"] = float(correct.mean())
+    else:
+        result.update(classification_summary(y, predict_classes(logits, "multiclass"), r.class_names))
+    return Evaluation(result, x, y, logits, r.task, r.class_names, _image_shape(source, x))
+
+
+def _image_shape(name: str, x: np.ndarray) -> tuple[int, ...] | None:
+    """(rows, cols) of image inputs: a named image dataset's, or the raw array's own when it is (n, rows, cols)."""
+    source = DATASETS.get(name)
+    if isinstance(source, IdxSource):
+        return source.image_shape
+    return tuple(x.shape[1:]) if x.ndim == 3 else None
+
+
+def _split_arrays(checkpoint, r: Restored, dataset, split, data_dir):
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}; allowed: {', '.join(SPLITS)}")
+    data_cfg, seed = r.cfg["data"], r.cfg["training"]["seed"]
+    name = dataset or data_cfg["dataset"]
+    options = data_cfg.get("options") if name == data_cfg["dataset"] else {}
+    raw = load_dataset(name, data_dir=data_dir or data_cfg.get("data_dir"), mirrors=data_cfg.get("mirrors"),
+                       options=options, seed=seed)
+    s = split_dataset(raw, r.task, data_cfg["val_fraction"] if split != "test" else 0.0, seed)
+    if split == "test":
+        if s.x_test is None:
+            raise DataError(f"{name} has no test set; use --split val or --split train")
+        return s.x_test, s.y_test, name
+    if name == data_cfg["dataset"] and s.val_hash != checkpoint.meta.get("val_hash"):
+        raise DataError(f"the validation split of {name} differs from the one used in training")
+    return (s.x_val, s.y_val, name) if split == "val" else (s.x_train, s.y_train, name)
+
+
+def _check_features(x: np.ndarray, r: Restored, source: str) -> None:
+    features = int(np.prod(x.shape[1:]))
+    if features != r.model.input_dim:
+        raise DataError(f"{source} has {features} input features, but the model was trained on {r.model.input_dim}")
+
+
+def predict_file(checkpoint_path: str | Path, input_path: str | Path, batch_size: int = 4096) -> str:
+    """Predictions for the rows of a CSV (all columns are features, except the training target) or an NPZ's X, as CSV."""
+    r = restore(load_checkpoint(checkpoint_path))
+    x = _read_inputs(Path(input_path), r)
+    _check_features(x, r, str(input_path))
+    logits = predict_logits(r.model, r.preprocessor.transform(x, r.model.dtype), batch_size)
+    return _predictions_csv(logits, r)
+
+
+def _read_inputs(path: Path, r: Restored) -> np.ndarray:
+    if path.suffix.lower() == ".npz":
+        return load_npz_inputs(str(path))
+    target = (r.cfg["data"].get("options") or {}).get("target", "label")
+    return load_csv_inputs(str(path), drop=(target,))
+
+
+def _predictions_csv(logits: np.ndarray, r: Restored) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    if r.task == "regression":
+        writer.writerow([f"y{j}" for j in range(logits.shape[1])])
+        writer.writerows(logits.tolist())
+    elif r.task == "multiclass":
+        names = r.class_names or tuple(str(c) for c in range(logits.shape[1]))
+        writer.writerow(["prediction", *(f"p_{n}" for n in names)])
+        p = probabilities(logits, "multiclass")
+        for c, row in zip(predict_classes(logits, "multiclass"), p):
+            writer.writerow([names[c], *(f"{v:.6g}" for v in row)])
+    else:
+        k = logits.shape[1]
+        writer.writerow([f"prediction{j}" for j in range(k)] + [f"p{j}" for j in range(k)])
+        p = probabilities(logits, "binary")
+        for c, row in zip(predict_classes(logits, "binary"), p):
+            writer.writerow([*c.tolist(), *(f"{v:.6g}" for v in row)])
+    return buffer.getvalue()

@@ -1,0 +1,319 @@
+"""What a config or a checkpoint describes, as data: layers, parameter counts, memory, training history.
+
+    load_target(path, overrides) -> Target      a config file, a checkpoint or a run directory
+    summarize(target) -> dict                   everything `bpcli inspect` shows, JSON-able
+
+Why the model is built, not counted by hand: the shapes, parameter counts and
+initializers then come from model.py's own rules (and, for a checkpoint, from
+the weights restored into it), so what inspect shows is what training builds.
+Building takes milliseconds even for millions of parameters; of the data only
+the input size is needed, and `input_dim` reads it as cheaply as the dataset
+allows: from the registry for the IDX image sets, from the header of a CSV or
+of the .npy inside an NPZ, and by generating the (tiny) synthetic sets.
+"""
+
+from __future__ import annotations
+
+import csv
+import inspect
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bpcli.training.checkpoint import SUFFIX, Checkpoint, load_checkpoint
+from bpcli.config.sections import load_config, resolved_dict
+from bpcli.data.catalog import DATASETS, IdxSource, SyntheticSource, load_dataset, load_synthetic
+from bpcli.errors import CheckpointError, ConfigError
+from bpcli.nn.initializers import INITIALIZERS
+from bpcli.nn.layers import ActivationLayer, BatchNorm, Dense, Dropout, Layer
+from bpcli.nn.losses import LOSSES
+from bpcli.nn.metrics import resolve_mode
+from bpcli.nn.model import ACTIVATION_OPTIONS, Model, build_model
+from bpcli.optim.optimizers import build_optimizer
+
+CONFIG_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass
+class Target:
+    """A resolved config and the model it builds; `checkpoint` is set when the input was one."""
+
+    kind: str                        # "config" or "checkpoint"
+    path: str
+    cfg: dict
+    input_dim: int
+    model: Model
+    checkpoint: Checkpoint | None = None
+
+
+# -- reading the input ---------------------------------------------------------------------------
+
+def accepted(command: str) -> str:
+    return (f"bpcli {command} accepts a config file (.yaml) or a checkpoint: a .safetensors file or a run "
+            "directory (runs/NAME)")
+
+
+def load_target(path: str | Path, overrides=(), command: str = "inspect") -> Target:
+    """A config (with --set overrides) or a checkpoint; anything else is a ConfigError saying what is accepted."""
+    p = Path(path)
+    if p.is_dir() or p.suffix.lower() == SUFFIX or _looks_like_safetensors(p):
+        if overrides:
+            raise ConfigError(f"--set changes a config file, not a checkpoint's stored config ({p})")
+        return _checkpoint_target(p, command)
+    if p.suffix.lower() in CONFIG_SUFFIXES:
+        cfg = resolved_dict(load_config(p, overrides))
+        dim = input_dim(cfg)
+        model = build_model(cfg["model"]["layers"], dim, seed=cfg["training"]["seed"], dtype=cfg["model"]["dtype"])
+        return Target("config", str(path), cfg, dim, model)
+    what = "no such file or folder" if not p.exists() else "neither a config nor a checkpoint"
+    raise ConfigError(f"{p}: {what}; {accepted(command)}")
+
+
+def _looks_like_safetensors(p: Path) -> bool:
+    """A checkpoint saved under another name: 8 bytes of header length, then the JSON header's '{'."""
+    try:
+        with p.open("rb") as f:
+            return f.read(9)[8:9] == b"{"
+    except OSError:
+        return False
+
+
+def _checkpoint_target(p: Path, command: str) -> Target:
+    from bpcli.tools.inference import restore
+    from bpcli.training.run import find_checkpoint
+
+    if p.is_dir() and not (p / "checkpoints").is_dir():
+        runs = sorted(d.name for d in p.iterdir() if (d / "checkpoints").is_dir())
+        inside = f"; it holds the run directories {', '.join(runs[:3])}{', ...' if len(runs) > 3 else ''}" \
+            if runs else ""
+        raise ConfigError(f"{p} is a folder but not a run directory (it has no checkpoints/ folder){inside}; "
+                          f"{accepted(command)}")
+    try:
+        checkpoint = find_checkpoint(p) if p.is_dir() else load_checkpoint(p)
+    except CheckpointError as error:   # a file that is not a (complete) bpcli checkpoint: say what is accepted
+        raise CheckpointError(f"{error}; {accepted(command)}") from None
+    restored = restore(checkpoint)
+    return Target("checkpoint", str(checkpoint.path), restored.cfg, restored.model.input_dim, restored.model,
+                  checkpoint)
+
+
+def input_dim(cfg: dict) -> int:
+    """The number of input features of the configured dataset, without loading it where that can be avoided.
+
+    Images are flattened by preprocessing, so an (n, 28, 28) set has 784 inputs.
+    A CSV or NPZ that cannot be read this way is loaded in full, whose error
+    messages then say what is wrong with the file.
+    """
+    data = cfg["data"]
+    name, options = data["dataset"], dict(data.get("options") or {})
+    entry = DATASETS.get(name)
+    if isinstance(entry, IdxSource):
+        return int(np.prod(entry.image_shape))
+    if isinstance(entry, SyntheticSource):  # generated in well under a millisecond
+        return _features(load_synthetic(name, cfg["training"]["seed"], options).x_train.shape)
+    suffix = Path(name).suffix.lower()
+    cheap = _csv_features(name, options) if suffix == ".csv" else _npz_features(name) if suffix == ".npz" else None
+    if cheap:
+        return cheap
+    dataset = load_dataset(name, data_dir=data.get("data_dir"), mirrors=data.get("mirrors"), options=options,
+                           seed=cfg["training"]["seed"])
+    return _features(dataset.x_train.shape)
+
+
+def _features(shape: tuple) -> int:
+    return int(np.prod(shape[1:]))
+
+
+def _csv_features(path: str, options: dict) -> int | None:
+    """From the header row: the listed features, or every column but the target (as data.load_csv takes them)."""
+    try:
+        with open(path, newline="") as f:
+            header = [h.strip() for h in next(csv.reader(f), [])]
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+    target, features = options.get("target", "label"), options.get("features")
+    if target not in header or (features and not set(features) <= set(header)):
+        return None
+    return len(features) if features else sum(c != target for c in header)
+
+
+def _npz_features(path: str) -> int | None:
+    """From the header of X.npy inside the archive: its shape, without reading the array."""
+    try:
+        with zipfile.ZipFile(path) as archive, archive.open("X.npy") as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape = read(f)[0]
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+    return _features(shape) if len(shape) >= 2 else None
+
+
+# -- the summary ----------------------------------------------------------------------------------
+
+def summarize(target: Target) -> dict:
+    """Layers, parameter and memory totals, the config in brief and, for a checkpoint, its training history."""
+    model, cfg = target.model, target.cfg
+    batch = cfg["data"]["batch_size"]
+    return {
+        "source": target.path,
+        "kind": target.kind,
+        "input_dim": target.input_dim,
+        "batch_size": batch,
+        "dtype": str(model.dtype),
+        "layers": layer_rows(model, batch),
+        "parameters": {"total": model.n_params, "trainable": model.n_params,
+                       "buffers": sum(b.size for b in model.buffers.values())},
+        "memory": memory(model, cfg, target.checkpoint),
+        "config": config_summary(cfg, target.input_dim),
+        "training": training_summary(target.checkpoint) if target.checkpoint else None,
+    }
+
+
+def layer_rows(model: Model, batch: int) -> list[dict]:
+    """One row per layer, named as the parameters are (layers.N), with its output shape for a batch."""
+    rows, dim = [], model.input_dim
+    for i, layer in enumerate(model.layers):
+        dim = layer.units if isinstance(layer, Dense) else dim
+        rows.append({"layer": f"layers.{i}", "type": layer_type(layer), "options": layer_options(layer),
+                     "output": [batch, dim], "params": layer_params(layer), "init": layer_init(layer),
+                     "activation": feeds(model.layers, i) if isinstance(layer, Dense) else None})
+    return rows
+
+
+def layer_type(layer: Layer) -> str:
+    """PyTorch-like names: Dense, ReLU, LeakyReLU, Dropout, BatchNorm."""
+    return type(layer.activation).__name__ if isinstance(layer, ActivationLayer) else type(layer).__name__
+
+
+def layer_options(layer: Layer) -> dict:
+    if isinstance(layer, Dropout):
+        return {"rate": layer.rate}
+    if isinstance(layer, BatchNorm):
+        return {"momentum": layer.momentum, "eps": layer.eps}
+    if isinstance(layer, ActivationLayer):
+        return {k: getattr(layer.activation, k) for k in sorted(ACTIVATION_OPTIONS.get(layer.name, ()))}
+    return {}
+
+
+def layer_params(layer: Layer) -> int:
+    return sum(int(np.prod(shape)) for shape in layer.param_shapes().values())
+
+
+def layer_init(layer: Layer) -> dict | None:
+    """The weight and bias initializers of a dense layer, e.g. {"weight": "normal(std=0.1)", "bias": "zeros"}."""
+    if not isinstance(layer, Dense):
+        return None
+    return {"weight": _init_text(layer.init, layer.init_options),
+            "bias": _init_text(layer.bias_init, layer.bias_init_options)}
+
+
+def named(name: str, options: dict) -> str:
+    """normal(std=0.1), or the bare name without options."""
+    return f"{name}({', '.join(f'{k}={v}' for k, v in options.items())})" if options else name
+
+
+def _init_text(name: str, options: dict) -> str:
+    """An initializer with the options that differ from its defaults (a resolved config spells out every one)."""
+    defaults = {k: p.default for k, p in inspect.signature(INITIALIZERS[name]).parameters.items()}
+    return named(name, {k: v for k, v in options.items() if defaults.get(k) != v})
+
+
+def feeds(layers: list[Layer], i: int) -> str:
+    """The activation a dense layer's output goes through next (past dropout and batch norm), as model.py looks."""
+    for layer in layers[i + 1:]:
+        if isinstance(layer, ActivationLayer):
+            return named(layer.name, layer_options(layer))
+        if isinstance(layer, Dense):
+            break
+    return "none"
+
+
+def memory(model: Model, cfg: dict, checkpoint: Checkpoint | None) -> dict:
+    """Bytes of the training-time arrays that scale with the parameter count, in the model's dtype.
+
+    Parameters (theta) and gradients (dtheta) are one copy each; the optimizer
+    keeps its state arrays (from the checkpoint's tensors when it has them, else
+    the optimizer's own state_names: Adam 2 copies, momentum 1, plain SGD 0),
+    plus one scratch copy it reuses every step (not saved). Batch-norm running
+    statistics are buffers. Activations, which scale with the batch, are not counted.
+    """
+    n, size = model.n_params, model.dtype.itemsize
+    state, source = _optimizer_state(model, cfg, checkpoint)
+    parts = {"parameters": n * size, "gradients": n * size, "optimizer_state": sum(state.values()),
+             "optimizer_scratch": n * size,
+             "buffers": sum(b.size for b in model.buffers.values()) * size}
+    return {"dtype": str(model.dtype), "bytes_per_value": size, **parts, "total": sum(parts.values()),
+            "optimizer": cfg["optimizer"]["name"], "optimizer_state_arrays": state,
+            "optimizer_state_copies": round(sum(state.values()) / (n * size), 3) if n else 0,
+            "optimizer_state_source": source}
+
+
+def _optimizer_state(model: Model, cfg: dict, checkpoint: Checkpoint | None) -> tuple[dict[str, int], str]:
+    """{state name: bytes} and where that came from."""
+    stored = {k: int(v.size) * model.dtype.itemsize
+              for k, v in sorted((checkpoint.group("optimizer") if checkpoint else {}).items()) if k != "step"}
+    if stored:
+        return stored, "the checkpoint's tensors"
+    options = {k: v for k, v in cfg["optimizer"].items() if k not in ("name", "lr")}
+    names = build_optimizer(cfg["optimizer"]["name"], **options).state_names
+    return {k: model.n_params * model.dtype.itemsize for k in names}, "the optimizer's state_names"
+
+
+def config_summary(cfg: dict, dim: int) -> dict:
+    """The settings a reader asks about first: data, loss, optimizer, schedule, batch size, epochs."""
+    data, loss, optimizer, schedule = cfg["data"], cfg["loss"], cfg["optimizer"], cfg["schedule"]
+    return {
+        "dataset": data["dataset"], "dataset_options": data.get("options") or {}, "input_dim": dim,
+        "task": LOSSES[loss["name"]].kind,
+        "loss": {k: v for k, v in loss.items() if v is not None},
+        "optimizer": {k: v for k, v in optimizer.items() if v is not None},
+        "schedule": {k: v for k, v in schedule.items() if v is not None},
+        "batch_size": data["batch_size"], "epochs": cfg["training"]["epochs"], "seed": cfg["training"]["seed"],
+        "monitor": cfg["training"]["monitor"], "early_stopping": cfg["training"].get("early_stopping"),
+    }
+
+
+def training_summary(checkpoint: Checkpoint) -> dict:
+    """Epochs run, why training stopped and the best epoch's metrics, from the checkpoint's own history.
+
+    The best epoch is the early-stopping tracker's (it also picks the best
+    checkpoint); a `best` checkpoint is written when that epoch ends, so its
+    history stops there even if the run went on.
+    """
+    meta, state = checkpoint.meta, checkpoint.meta["state"]
+    training, history = meta["config"]["training"], state["history"]
+    tracker = meta["callbacks"].get("EarlyStopping", {})
+    best_epoch = tracker.get("best_epoch") if isinstance(tracker.get("best_epoch"), int) else None
+    data_info = meta.get("data_info") if isinstance(meta.get("data_info"), dict) else {}
+    return {
+        "checkpoint": meta["kind"],
+        "epochs_run": state["epoch"],
+        "batches_into_next_epoch": state["batch"],
+        "epochs_configured": training.get("epochs"),
+        "stop_reason": _stop_reason(meta, training.get("epochs")),
+        "monitor": training.get("monitor"),
+        "mode": resolve_mode(training.get("monitor", "val_loss"), training.get("mode", "auto")),
+        "best_epoch": best_epoch or None,
+        "best_value": tracker.get("best"),
+        "best_metrics": next((row for row in history if row.get("epoch") == best_epoch), None),
+        "last_metrics": history[-1] if history else None,
+        "seconds": round(sum(r["seconds"] for r in history if isinstance(r.get("seconds"), (int, float))), 3),
+        "task": meta["task"],
+        "class_names": meta["class_names"],
+        "data": data_info,
+    }
+
+
+def _stop_reason(meta: dict, epochs) -> str:
+    """As recorded; a run that completed its epochs saved its last checkpoint before it could record why it stopped."""
+    state = meta["state"]
+    if isinstance(state.get("stop_reason"), str):
+        return state["stop_reason"]
+    if state["epoch"] == epochs and state["batch"] == 0:
+        return f"completed {epochs} epochs"
+    if meta["kind"] == "best":
+        return "not recorded in a best checkpoint (see last.safetensors)"
+    return "not recorded (saved during training; the run may have gone on after it)"

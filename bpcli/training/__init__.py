@@ -1,0 +1,1 @@
+"""Training: one batch (step), the loop (trainer), callbacks, diagnostics, checkpoints, the run directory."""

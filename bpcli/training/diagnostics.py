@@ -1,0 +1,309 @@
+"""Layer diagnostics: how the gradient flows through each layer, measured while training.
+
+For each layer with parameters, at the end of each epoch (`layers.csv`, `layers.jsonl`):
+
+    weight_norm         ||theta_l||, the layer's weight and bias together, at the end of the epoch
+    grad_norm           ||dLoss/dtheta_l|| (penalties included, before clipping)
+    update_ratio        ||theta_l after a step - theta_l before|| / ||theta_l before||
+    act_mean, act_std   of the layer's output after its activation (before dropout)
+    dead_fraction       ReLU family: the fraction of units no example of the epoch made positive
+    saturated_fraction  sigmoid, tanh: the fraction of outputs within 1% of an asymptote
+
+Why sampled: each figure costs a pass over the layer's parameters or outputs,
+so they are taken on `samples` evenly spread batches of each epoch and
+averaged (8 of the 422 batches of a Fashion-MNIST epoch). Dead units need
+every batch, since a unit is dead only if no example activates it: that costs
+one reduction over the batch axis per batch (of the ReLU's own mask when it
+has one). README.md ("Layer diagnostics") gives the measured cost.
+
+The warnings (`warnings_for`) turn these figures into plain advice, each kind
+at most once per run. Nothing here changes training: no random draws, no
+writes to the model, so a run gives the same weights with diagnostics on or off.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bpcli.nn.activations import ReLU
+from bpcli.training.callbacks import Callback, write_log
+from bpcli.fileio import read_log_rows
+from bpcli.nn.layers import ActivationLayer, Dropout
+from bpcli.optim.optimizers import global_norm
+
+COLUMNS = ["epoch", "layer", "type", "activation", "units", "weight_norm", "grad_norm", "update_ratio",
+           "act_mean", "act_std", "dead_fraction", "saturated_fraction"]
+# Activations whose units can die: the output is positive exactly where z > 0.
+CAN_DIE = ("relu", "leaky_relu", "elu")
+# Activations that saturate, and the outputs counted as saturated (within 1% of the asymptotes' span).
+SATURATION = {"sigmoid": (0.01, 0.99), "tanh": (-0.98, 0.98)}
+# The rest: never exactly flat over a whole unit (gelu, softplus), or an output layer's (identity, softmax).
+NEVER_DEAD_OR_SATURATED = ("identity", "gelu", "softplus", "softmax")
+WARNING_KINDS = ("vanishing_gradients", "exploding_gradients", "dead_units", "saturation", "update_ratio")
+
+
+@dataclass
+class Tap:
+    """One layer with parameters: where its parameters sit in theta, and whose output tells its activations."""
+
+    name: str
+    type: str
+    activation: str | None
+    units: int
+    start: int
+    stop: int
+    output: int  # index of the layer whose output is measured (its activation, if it has one)
+
+
+def taps_of(model) -> list[Tap]:
+    """A tap per layer with parameters; its output is the last layer before the next one's, dropout aside."""
+    taps, offset = [], 0
+    with_params = [i for i, layer in enumerate(model.layers) if layer.params]
+    for n, i in enumerate(with_params):
+        layer = model.layers[i]
+        size = sum(p.size for p in layer.params.values())
+        end = with_params[n + 1] if n + 1 < len(with_params) else len(model.layers)
+        output = max(j for j in range(i, end) if not isinstance(model.layers[j], Dropout))
+        activations = [model.layers[j].name for j in range(i + 1, end) if isinstance(model.layers[j], ActivationLayer)]
+        units = getattr(layer, "units", None) or getattr(layer, "dim", 0)
+        taps.append(Tap(f"layers.{i}", type(layer).__name__.lower(), activations[-1] if activations else None,
+                        units, offset, offset + size, output))
+        offset += size
+    return taps
+
+
+def fresh_sums(taps: list[Tap]) -> dict:
+    """Running sums over the sampled batches of an epoch (kept in checkpoints for a mid-epoch resume)."""
+    zeros = [0.0] * len(taps)
+    return {"samples": 0, "grad_norm": list(zeros), "update_ratio": list(zeros), "act_mean": list(zeros),
+            "act_std": list(zeros), "saturated_fraction": list(zeros)}
+
+
+class LayerDiagnostics(Callback):
+    """Measures each layer while training (the Trainer calls the three batch hooks) and logs a row per layer."""
+
+    def __init__(self, folder: Path, options: dict, base_lr: float, on_warning=None):
+        self.csv_path, self.jsonl_path = Path(folder) / "layers.csv", Path(folder) / "layers.jsonl"
+        self.options, self.base_lr, self.on_warning = options, base_lr, on_warning
+        self.warnings: list[dict] = []
+        self.taps: list[Tap] = []
+        self.sums: dict = {}
+        self.alive: list[np.ndarray | None] = []  # per tap that can die: units active in some batch so far
+        self.stride = 1
+
+    # -- hooks the Trainer calls around each batch ---------------------------------------------
+
+    def on_train_begin(self, trainer):
+        model = trainer.parts.model
+        self.model, self.taps = model, taps_of(model)
+        self.before = np.empty_like(model.theta)
+        self.stride = max(1, trainer.batches_per_epoch // self.options["samples"])
+        if self.sums:  # a resumed run: the unfinished epoch's sums and active units came with its checkpoint
+            self.alive = [None if a is None else np.asarray(a, dtype=bool) for a in self.saved_alive]
+            self._bind_mortal()
+        else:
+            self.start_epoch()
+        self._rewrite_logs(trainer.epoch)
+
+    def start_epoch(self) -> None:
+        self.sums = fresh_sums(self.taps)
+        self.alive = [np.zeros(t.units, dtype=bool) if t.activation in CAN_DIE else None for t in self.taps]
+        self._bind_mortal()
+
+    def _bind_mortal(self) -> None:
+        """(alive, layer, has_mask) per tap whose units can die: the per-batch loop does nothing else.
+
+        An in-place ReLU keeps its mask z > 0 for backward, and reducing those
+        bytes costs a third of reducing the float outputs; otherwise a > 0
+        exactly where z > 0 for every activation in CAN_DIE.
+        """
+        layers = [self.model.layers[t.output] for t in self.taps]
+        self.mortal = [(alive, layer, layer.inplace and isinstance(layer.activation, ReLU))
+                       for alive, layer in zip(self.alive, layers) if alive is not None]
+
+    def samples_batch(self, batch: int) -> bool:
+        """Whether this batch of the epoch is one of the measured ones (evenly spread, the same on resume)."""
+        return batch % self.stride == self.stride // 2
+
+    def before_step(self) -> None:
+        """Keep the weights and their norms as they are before the step (for the update ratio)."""
+        np.copyto(self.before, self.model.theta)
+        self.norms_before = [global_norm(self.before[t.start:t.stop]) for t in self.taps]
+
+    def record_gradients(self, dtheta: np.ndarray) -> None:
+        """Called between backward and the optimizer step: the gradients as backprop made them."""
+        for k, tap in enumerate(self.taps):
+            self.sums["grad_norm"][k] += global_norm(dtheta[tap.start:tap.stop])
+
+    def after_batch(self, sampled: bool) -> None:
+        """Every batch: which units were active. Sampled batches: update ratios and activation statistics."""
+        for alive, layer, has_mask in self.mortal:
+            alive |= layer.activation.mask.any(axis=0) if has_mask else layer.output.max(axis=0) > 0
+        if sampled:
+            self._record_update()
+            self._record_activations()
+            self.sums["samples"] += 1
+
+    def _record_update(self) -> None:
+        delta = np.subtract(self.model.theta, self.before, out=self.before)  # `before` is not needed after this
+        for k, (tap, weight) in enumerate(zip(self.taps, self.norms_before)):
+            self.sums["update_ratio"][k] += global_norm(delta[tap.start:tap.stop]) / weight if weight > 0 else math.inf
+
+    def _record_activations(self) -> None:
+        for k, tap in enumerate(self.taps):
+            a = self.model.layers[tap.output].output
+            mean, mean_square = moments(a)
+            self.sums["act_mean"][k] += mean
+            self.sums["act_std"][k] += math.sqrt(max(mean_square - mean * mean, 0.0))
+            if tap.activation in SATURATION:
+                low, high = SATURATION[tap.activation]
+                self.sums["saturated_fraction"][k] += float(np.count_nonzero((a <= low) | (a >= high))) / a.size
+
+    # -- epoch end: rows, logs, warnings ------------------------------------------------------------
+
+    def on_epoch_end(self, trainer, row):
+        rows = self.epoch_rows(row["epoch"])
+        self._append_logs(rows)
+        for warning in warnings_for(rows, self.options, lr_is_full=row["lr"] >= 0.5 * self.base_lr):
+            if warning["kind"] not in {w["kind"] for w in self.warnings}:
+                self.warnings.append(warning)
+                if self.on_warning:
+                    self.on_warning(warning["message"])
+        self.start_epoch()
+
+    def epoch_rows(self, epoch: int) -> list[dict]:
+        n = max(self.sums["samples"], 1)
+        rows = []
+        for k, tap in enumerate(self.taps):
+            mean = {key: self.sums[key][k] / n for key in ("grad_norm", "update_ratio", "act_mean", "act_std")}
+            rows.append({"epoch": epoch, "layer": tap.name, "type": tap.type, "activation": tap.activation,
+                         "units": tap.units, "weight_norm": global_norm(self.model.theta[tap.start:tap.stop]), **mean,
+                         "dead_fraction": (1.0 - float(np.mean(self.alive[k]))
+                                           if self.alive[k] is not None else None),
+                         "saturated_fraction": (self.sums["saturated_fraction"][k] / n
+                                                if tap.activation in SATURATION else None)})
+        return rows
+
+    def _append_logs(self, rows: list[dict]) -> None:
+        write_log(self.csv_path, csv_text(rows))
+        write_log(self.jsonl_path, "".join(json.dumps(r) + "\n" for r in rows))
+
+    def _rewrite_logs(self, epochs_done: int) -> None:
+        """Start the logs afresh, keeping the rows of the epochs a resumed run has already done.
+
+        Rows of later epochs (written after the checkpoint the run resumes from)
+        are dropped: the resumed run writes them again, with the same values.
+        """
+        kept = [r for r in read_log_rows(self.jsonl_path) if r["epoch"] <= epochs_done] if epochs_done else []
+        write_log(self.csv_path, csv_text(kept, header=True), atomic=True)
+        write_log(self.jsonl_path, "".join(json.dumps(r) + "\n" for r in kept), atomic=True)
+
+    # -- resume -------------------------------------------------------------------------------------
+
+    def state_dict(self):
+        return {"sums": self.sums, "alive": [None if a is None else a.tolist() for a in self.alive],
+                "warnings": self.warnings}
+
+    def load_state_dict(self, state):
+        if state:  # a checkpoint saved without diagnostics has none: measuring starts afresh
+            self.sums, self.saved_alive, self.warnings = state["sums"], state["alive"], state["warnings"]
+
+
+def moments(a: np.ndarray) -> tuple[float, float]:
+    """mean(a) and mean(a^2) in two passes without temporaries (a.std() makes several): float64 results."""
+    flat = a.reshape(-1)
+    return float(flat.sum()) / flat.size, float(np.dot(flat, flat)) / flat.size  # sum is pairwise: accurate
+
+
+def csv_text(rows: list[dict], header: bool = False) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, COLUMNS, lineterminator="\n")
+    if header:
+        writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+# -- warnings ---------------------------------------------------------------------------------------
+
+def warnings_for(rows: list[dict], options: dict, lr_is_full: bool = True) -> list[dict]:
+    """The problems one epoch's rows show, as {"kind", "epoch", "layer", "message"}, for the kinds switched on.
+
+    lr_is_full: the learning rate is at least half its configured value; the
+    update-ratio check is skipped otherwise (a decayed or warming-up learning
+    rate is meant to move the weights less).
+    """
+    checks = {"vanishing_gradients": _gradient_flow, "exploding_gradients": _gradient_flow,
+              "dead_units": _dead_units, "saturation": _saturation, "update_ratio": _update_ratio}
+    found = []
+    for kind, check in checks.items():
+        if options["warn"].get(kind, True) and (kind != "update_ratio" or lr_is_full):
+            found += [w for w in check(rows, options) if w["kind"] == kind]
+    return found
+
+
+def _warning(kind: str, row: dict, message: str) -> dict:
+    return {"kind": kind, "epoch": row["epoch"], "layer": row["layer"], "message": f"epoch {row['epoch']}: {message}"}
+
+
+def _gradient_flow(rows, options) -> list[dict]:
+    """The first layer's gradient norm orders of magnitude below (or above) the last layer's."""
+    if len(rows) < 2:
+        return []
+    first, last, ratio = rows[0], rows[-1], options["gradient_ratio"]
+    g0, g1 = first["grad_norm"], last["grad_norm"]
+    found = []
+    if not (math.isfinite(g0) and math.isfinite(g1)) or g1 == 0:
+        return found
+    if g0 < g1 / ratio:
+        found.append(_warning("vanishing_gradients", first, (
+            f"vanishing gradients: the gradient norm of {first['layer']} ({g0:.2g}) is {g0 / g1:.1g} times that "
+            f"of {last['layer']} ({g1:.2g}), so the first layers barely learn. Try ReLU-family activations with "
+            "He initialization, batch norm, or fewer layers (diagnostics.warn.vanishing_gradients: false turns "
+            "this off).")))
+    if g0 > g1 * ratio or max(r["grad_norm"] for r in rows) > options["exploding_norm"]:
+        worst = max(rows, key=lambda r: r["grad_norm"])
+        found.append(_warning("exploding_gradients", worst, (
+            f"exploding gradients: the gradient norm of {worst['layer']} is {worst['grad_norm']:.3g} (the last "
+            f"layer's: {g1:.3g}). Try a lower learning rate, gradient clipping (training.clip_grad_norm), smaller "
+            "initial weights or batch norm (diagnostics.warn.exploding_gradients: false turns this off).")))
+    return found
+
+
+def _dead_units(rows, options) -> list[dict]:
+    dead = [r for r in rows if r["dead_fraction"] is not None and r["dead_fraction"] > options["dead_fraction"]]
+    return [_warning("dead_units", r, (
+        f"dead ReLUs: {r['dead_fraction']:.0%} of the {r['units']} units after {r['layer']} were never active in "
+        "this epoch, so they no longer learn. Try a lower learning rate, leaky_relu, or He initialization with "
+        "zero biases (diagnostics.warn.dead_units: false turns this off).")) for r in dead[:1]]
+
+
+def _saturation(rows, options) -> list[dict]:
+    saturated = [r for r in rows if r["saturated_fraction"] is not None
+                 and r["saturated_fraction"] > options["saturated_fraction"]]
+    return [_warning("saturation", r, (
+        f"saturated units: {r['saturated_fraction']:.0%} of the {r['activation']} outputs after {r['layer']} are "
+        f"at its flat ends, where the derivative is nearly 0 and gradients stop. Try smaller initial weights "
+        "(glorot_uniform), standardized inputs, batch norm or ReLU (diagnostics.warn.saturation: false turns "
+        "this off).")) for r in saturated[:1]]
+
+
+def _update_ratio(rows, options) -> list[dict]:
+    """CS231n's rule of thumb: each step should change the weights by about 1e-3 of their size."""
+    ratios = sorted(r["update_ratio"] for r in rows)
+    median = ratios[(len(ratios) - 1) // 2]  # the lower middle: one outlying layer of two does not decide
+    low, high = options["update_ratio_low"], options["update_ratio_high"]
+    if low <= median <= high or not math.isfinite(median):
+        return []
+    direction = "too low: training will crawl" if median < low else "too high: training may be unstable"
+    return [_warning("update_ratio", rows[0], (
+        f"update-to-weight ratio {median:.1g} (median over layers; about 1e-3 is healthy, outside "
+        f"[{low:g}, {high:g}] is suspect), so the learning rate looks {direction}. Try optimizer.lr "
+        f"{'x10' if median < low else '/10'} (diagnostics.warn.update_ratio: false turns this off)."))]
