@@ -1,5 +1,10 @@
 """Writing files so that a crash never leaves a half-written one in place.
 
+    write_file(path, data, what)     atomic, and a failure raised as the project's error (the one to use)
+    atomic_write_bytes(path, data)   atomic, OSError left to the caller
+    append_text(path, text, what)    a log row, appended and synced
+    read_log_rows(path)              a JSON-lines log, torn lines skipped
+
 `atomic_write_bytes` writes a temporary file next to the target, flushes and
 fsyncs it, then renames it over the target (os.replace is atomic on POSIX) and
 fsyncs the folder so the rename itself survives a power cut. A reader sees the
@@ -37,6 +42,30 @@ def atomic_write_bytes(path: str | Path, data: bytes, backup: str | Path | None 
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def write_file(path: str | Path, data: str | bytes, what: str = "file", backup: str | Path | None = None) -> None:
+    """Write `data` atomically; a failure is a DiskFullError (disk or size limit full) or a CheckpointError.
+
+    The one way bpcli writes a file a user keeps (configs, summaries, logs
+    rewritten whole, checkpoints, pictures, predictions), so every write both
+    survives a crash and fails with a message instead of a traceback.
+    """
+    try:
+        atomic_write_bytes(path, data.encode() if isinstance(data, str) else data, backup)
+    except OSError as error:
+        raise write_error(path, error, what) from None
+
+
+def append_text(path: str | Path, text: str, what: str = "log") -> None:
+    """Append to a log and sync it, so a row reported as written survives a crash."""
+    try:
+        with open(path, "a") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as error:
+        raise write_error(path, error, what) from None
 
 
 def write_error(path: str | Path, error: OSError, what: str = "file"):

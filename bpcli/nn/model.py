@@ -24,7 +24,7 @@ import inspect
 import numpy as np
 
 from bpcli.nn.activations import ACTIVATIONS
-from bpcli.errors import ConfigError, did_you_mean
+from bpcli.errors import CheckpointError, ConfigError, did_you_mean
 from bpcli.nn.initializers import INITIALIZERS
 from bpcli.nn.layers import ActivationLayer, BatchNorm, Dense, Dropout, Layer
 
@@ -75,6 +75,26 @@ class Model:
     def buffers(self) -> dict[str, np.ndarray]:
         """Saved but untrained state (batch-norm running statistics), by parameter-style name."""
         return {f"layers.{i}.{name}": b for i, layer in enumerate(self.layers) for name, b in layer.buffers.items()}
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """A copy of every parameter and buffer, by name (`layers.0.weight`, `layers.1.running_mean`, ...)."""
+        return {name: a.copy() for name, a in {**self.params, **self.buffers}.items()}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Copy parameters and buffers in by name; a missing name or a wrong shape is a CheckpointError.
+
+        All names are checked before any value is copied, so a refused state leaves the model as it was.
+        """
+        targets = {**self.params, **self.buffers}
+        for name, target in targets.items():
+            stored = state.get(name)
+            if stored is None:
+                raise CheckpointError(f"tensor {name} is missing; the model needs it with shape {target.shape}")
+            if stored.shape != target.shape or stored.dtype.kind not in "fiu":
+                raise CheckpointError(f"tensor {name} has shape {stored.shape} ({stored.dtype}), but the model "
+                                      f"needs shape {target.shape}")
+        for name, target in targets.items():
+            target[...] = state[name]
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         """The logits; each layer's `output` is kept (a reference, valid until its next forward) for diagnostics."""
