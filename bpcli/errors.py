@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import difflib
 
-EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3

@@ -9,8 +9,9 @@ import pytest
 
 from bpcli.data.catalog import DATASETS, load_dataset, load_decoded, load_idx_dataset, shipped_dir
 from bpcli.errors import DataError
-from bpcli.data.idx import encode_idx, read_idx, write_idx_gz
+from bpcli.data.idx import read_idx
 from bpcli.data.preprocessing import Preprocessor, class_labels, indices_hash, prepare, split_validation
+from tests.idx_files import encode_idx, write_idx_gz
 
 MNIST_TEST_IMAGES_SHA256 = "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"
 

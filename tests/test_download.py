@@ -21,7 +21,8 @@ import pytest
 from bpcli.data.download import (RemoteFile, default_cache_root, fetch, import_files, resolve_cache_root,
                             resolve_mirrors, verify)
 from bpcli.errors import DataError
-from bpcli.data.idx import encode_idx, read_bytes, sha256_bytes, write_idx_gz
+from bpcli.data.idx import read_bytes, sha256_bytes
+from tests.idx_files import encode_idx, write_idx_gz
 
 MINI = Path(__file__).resolve().parent.parent / "datasets" / "mnist-mini"
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")

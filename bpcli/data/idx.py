@@ -1,4 +1,4 @@
-"""The IDX file format of MNIST and Fashion-MNIST, read and written with every check.
+"""The IDX file format of MNIST and Fashion-MNIST, read with every check.
 
 An IDX file is a 4-byte magic number (two zero bytes, a type code, the number of
 dimensions), one big-endian uint32 per dimension, then the values in row-major
@@ -59,18 +59,6 @@ def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
 
 def read_idx(path: str | Path) -> np.ndarray:
     return parse_idx(read_bytes(path), str(path))
-
-
-def encode_idx(array: np.ndarray) -> bytes:
-    codes = {dtype: code for code, dtype in TYPE_CODES.items()}
-    dtype = array.dtype.newbyteorder(">") if array.dtype.itemsize > 1 else array.dtype
-    header = bytes([0, 0, codes[dtype], array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    return header + np.ascontiguousarray(array, dtype=dtype).tobytes()
-
-
-def write_idx_gz(path: str | Path, array: np.ndarray) -> None:
-    """Write a gzip IDX file reproducibly (no timestamp in the gzip header)."""
-    Path(path).write_bytes(gzip.compress(encode_idx(array), compresslevel=9, mtime=0))
 
 
 def sha256_bytes(data: bytes) -> str:
