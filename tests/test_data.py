@@ -81,6 +81,19 @@ def test_cached_dataset_loads_without_network_and_keeps_a_decoded_copy(tmp_path,
     assert np.array_equal(load_dataset("mnist", data_dir=str(tmp_path)).x_train, arrays[0])
 
 
+def test_a_decoded_copy_that_cannot_be_written_is_skipped(tmp_path, monkeypatch):
+    """The .npy is only a speed-up: a failed write (here a folder in its place) still loads the verified .gz."""
+    import dataclasses
+    arrays, files = _fake_cached_dataset(tmp_path / "mnist")
+    monkeypatch.setitem(DATASETS, "mnist", dataclasses.replace(DATASETS["mnist"], files=files))
+    (tmp_path / "mnist" / "train-images-idx3-ubyte.npy").mkdir()
+    data = load_idx_dataset("mnist", data_dir=str(tmp_path))
+    assert np.array_equal(data.x_train, arrays[0])
+    assert not (tmp_path / "mnist" / "train-images-idx3-ubyte.npy.crc32").exists()
+    assert (tmp_path / "mnist" / "train-labels-idx1-ubyte.npy.crc32").is_file()
+    assert not list((tmp_path / "mnist").glob("*.tmp"))
+
+
 def test_labels_out_of_range_are_reported_by_file(tmp_path, monkeypatch):
     import dataclasses
     _, files = _fake_cached_dataset(tmp_path / "mnist", label_max=12)

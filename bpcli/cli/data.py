@@ -81,12 +81,13 @@ def info(name: str = typer.Argument(..., help="A dataset name or a path to a .cs
 
     Example: bpcli data info mnist-mini
     """
-    from bpcli.data.catalog import describe, load_dataset
+    from bpcli.data.catalog import load_dataset
+    from bpcli.data.dataset import describe_dataset
 
     options = {"target": target} if target else {}
     with DownloadProgress() as progress:
         dataset = load_dataset(name, data_dir=data_dir, options=options, on_progress=progress)
-    summary = describe(dataset)
+    summary = describe_dataset(dataset)
     if as_json:
         return print_json(summary)
     out = console()

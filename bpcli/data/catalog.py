@@ -1,4 +1,4 @@
-"""Datasets: what exists, how to load it, and how to turn it into training arrays.
+"""The named datasets, and the one way to load any dataset by name or path.
 
     load_dataset(name_or_path) -> Dataset      raw arrays as published (uint8 images, labels)
 
@@ -7,14 +7,12 @@
 Named datasets are in DATASETS: MNIST and Fashion-MNIST (downloaded once from
 mirrors, verified by SHA-256 and cached), mnist-mini (ships with bpcli: 5000 real
 training images and the full 10k test set) and the synthetic sets of
-synthetic.py. Anything else is a path to the user's own CSV or NPZ file.
+synthetic.py. Anything else is a path to the user's own CSV or NPZ file (tables.py).
 """
 
 from __future__ import annotations
 
-import csv
 import io
-import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from bpcli.data import synthetic
+from bpcli.data.dataset import Dataset
 from bpcli.data.download import RemoteFile, fetch, import_files, resolve_cache_root, resolve_mirrors, verify
-from bpcli.errors import DataError, did_you_mean
-from bpcli.fileio import atomic_write_bytes
 from bpcli.data.idx import read_idx
+from bpcli.data.tables import load_csv, load_npz
+from bpcli.errors import CheckpointError, DataError, did_you_mean
+from bpcli.fileio import write_file
 
 DIGITS = tuple(str(d) for d in range(10))
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -104,20 +104,6 @@ DATASETS: dict[str, IdxSource | SyntheticSource] = {
 }
 
 
-@dataclass
-class Dataset:
-    """Arrays as published: images stay uint8 (n, 28, 28) until preprocessing."""
-
-    name: str
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray | None = None
-    y_test: np.ndarray | None = None
-    kind: str | None = None            # None: the user's data, whose task follows the loss
-    class_names: tuple[str, ...] | None = None
-    source: str = ""
-
-
 # -- loading -----------------------------------------------------------------
 
 def shipped_dir() -> Path:
@@ -194,9 +180,9 @@ def save_decoded(gz_path: Path, array: np.ndarray) -> np.ndarray:
     np.save(buffer, array, allow_pickle=False)
     data = buffer.getvalue()
     try:
-        atomic_write_bytes(gz_path.with_suffix(".npy"), data)
-        atomic_write_bytes(gz_path.with_suffix(".npy.crc32"), f"{zlib.crc32(data):08x}\n".encode())
-    except OSError:
+        write_file(gz_path.with_suffix(".npy"), data, "decoded copy")
+        write_file(gz_path.with_suffix(".npy.crc32"), f"{zlib.crc32(data):08x}\n", "decoded copy's CRC-32")
+    except CheckpointError:  # a full disk too (DiskFullError is one)
         pass  # only a speed-up: the verified .gz stays the source of truth
     return array
 
@@ -232,97 +218,6 @@ def load_synthetic(name: str, seed: int, options: dict) -> Dataset:
     return Dataset(name, x_train, y_train, x_test, y_test, synthetic.KINDS[name], None, f"generated (seed {seed})")
 
 
-def load_csv(path: str, target: str = "label", features: list[str] | None = None) -> Dataset:
-    """A CSV with a header row; the target column by name, the features all others or a list."""
-    header, rows = _read_csv_rows(path)
-    if target not in header:
-        raise DataError(f"{path}: no target column {target!r}; columns: {', '.join(header)}."
-                        f"{did_you_mean(target, header)} Set data.options.target to the column to predict.")
-    features = features or [c for c in header if c != target]
-    missing = [c for c in features if c not in header]
-    if missing:
-        raise DataError(f"{path}: feature columns not found: {', '.join(missing)}; columns: {', '.join(header)}")
-    x = _numeric_columns(path, rows, [header.index(c) for c in features], features)
-    y = _target_column(rows, header.index(target))
-    return Dataset(Path(path).name, x, y, source=str(path))
-
-
-def _read_csv_rows(path: str) -> tuple[list[str], list[list[str]]]:
-    try:
-        with open(path, newline="") as f:
-            reader = csv.reader(f)
-            header = [h.strip() for h in next(reader, [])]
-            rows = [row for row in reader if row]
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise DataError(f"{path}: cannot read as CSV ({error})") from None
-    if not header or not rows:
-        raise DataError(f"{path}: a CSV needs a header row and at least one data row")
-    for line, row in enumerate(rows, start=2):
-        if len(row) != len(header):
-            raise DataError(f"{path}:{line}: {len(row)} values, but the header has {len(header)} columns")
-    return header, rows
-
-
-def _numeric_columns(path, rows, columns, names) -> np.ndarray:
-    try:
-        return np.array([[float(row[c]) for c in columns] for row in rows])
-    except ValueError:
-        for line, row in enumerate(rows, start=2):
-            for c, name in zip(columns, names):
-                try:
-                    float(row[c])
-                except ValueError:
-                    raise DataError(f"{path}:{line}: column {name!r} holds {row[c]!r}, not a number") from None
-        raise
-
-
-def _target_column(rows, column) -> np.ndarray:
-    """Numbers stay numbers; text labels ("cat", "dog") become classes in sorted order."""
-    values = [row[column].strip() for row in rows]
-    try:
-        return np.array([float(v) for v in values])
-    except ValueError:
-        return np.array(values)
-
-
-def load_npz(path: str) -> Dataset:
-    """Arrays X and y, and optionally X_test and y_test, from an .npz (never unpickled)."""
-    arrays = _read_npz(path)
-    if "X" not in arrays or "y" not in arrays:
-        raise DataError(f"{path}: an .npz needs arrays 'X' and 'y' (optional 'X_test', 'y_test'); "
-                        f"it has {', '.join(arrays) or 'none'}")
-    for split in ("", "_test"):
-        if ("X" + split in arrays) != ("y" + split in arrays) or (
-                "X" + split in arrays and len(arrays["X" + split]) != len(arrays["y" + split])):
-            raise DataError(f"{path}: X{split} and y{split} must both be present with one row per example")
-    return Dataset(Path(path).name, arrays["X"], arrays["y"], arrays.get("X_test"), arrays.get("y_test"),
-                   source=str(path))
-
-
-def load_csv_inputs(path: str, drop=()) -> np.ndarray:
-    """Every column of a CSV except those in `drop`, as numbers: the inputs to predict for."""
-    header, rows = _read_csv_rows(path)
-    keep = [i for i, column in enumerate(header) if column not in drop]
-    return _numeric_columns(path, rows, keep, [header[i] for i in keep])
-
-
-def load_npz_inputs(path: str) -> np.ndarray:
-    """The array X of an .npz (never unpickled): the inputs to predict for."""
-    arrays = _read_npz(path)
-    if "X" not in arrays:
-        raise DataError(f"{path}: an .npz of inputs needs an array 'X'; it has {', '.join(arrays) or 'none'}")
-    return arrays["X"]
-
-
-def _read_npz(path: str) -> dict[str, np.ndarray]:
-    """Every array of an .npz; object arrays (which would need pickle) are refused."""
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {k: archive[k] for k in archive.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise DataError(f"{path}: cannot read as .npz without pickle ({error})") from None
-
-
 # -- for the `bpcli data` commands ------------------------------------------------
 
 def import_dataset(name: str, source_dir: str, data_dir: str | None = None) -> list[Path]:
@@ -344,20 +239,3 @@ def is_cached(name: str, data_dir: str | None = None) -> bool | None:
         return None
     folder = dataset_dir(name, data_dir)
     return all((folder / f.name).is_file() for f in entry.files)
-
-
-def describe(dataset: Dataset) -> dict:
-    """Shapes, value range and class counts, as plain data for `bpcli data info`."""
-    info = {"name": dataset.name, "source": dataset.source, "kind": dataset.kind or "follows the loss"}
-    for split, x, y in (("train", dataset.x_train, dataset.y_train), ("test", dataset.x_test, dataset.y_test)):
-        if x is None:
-            continue
-        info[split] = {"x_shape": list(x.shape), "y_shape": list(np.shape(y)), "x_dtype": str(x.dtype),
-                       "x_min": float(x.min()), "x_max": float(x.max())}
-        if dataset.kind in ("multiclass", "binary") or np.asarray(y).dtype.kind in "US":
-            values, counts = np.unique(np.asarray(y).ravel(), return_counts=True)
-            names = dataset.class_names
-            info[split]["class_counts"] = {
-                (names[int(v)] if names and dataset.kind == "multiclass" else str(v.item() if hasattr(v, "item") else v)):
-                int(c) for v, c in zip(values, counts)}
-    return info

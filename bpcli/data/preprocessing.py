@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bpcli.data.catalog import Dataset
+from bpcli.data.dataset import Dataset
 from bpcli.errors import DataError
 
 TASKS = ("multiclass", "binary", "regression")

@@ -1,0 +1,49 @@
+"""The Dataset record every loader returns, and its summary for `bpcli data info`.
+
+    Dataset(name, x_train, y_train, x_test, y_test, kind, class_names, source)
+    describe_dataset(dataset) -> dict            shapes, value range, class counts
+
+It sits below the loaders (catalog.py for the named sets, tables.py for the
+user's CSV and NPZ files) and preprocessing.py, which all speak it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Dataset:
+    """Arrays as published: images stay uint8 (n, 28, 28) until preprocessing."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+    kind: str | None = None            # None: the user's data, whose task follows the loss
+    class_names: tuple[str, ...] | None = None
+    source: str = ""
+
+
+def describe_dataset(dataset: Dataset) -> dict:
+    """Shapes, value range and class counts, as plain data for `bpcli data info`."""
+    info = {"name": dataset.name, "source": dataset.source, "kind": dataset.kind or "follows the loss"}
+    for split, x, y in (("train", dataset.x_train, dataset.y_train), ("test", dataset.x_test, dataset.y_test)):
+        if x is None:
+            continue
+        info[split] = {"x_shape": list(x.shape), "y_shape": list(np.shape(y)), "x_dtype": str(x.dtype),
+                       "x_min": float(x.min()), "x_max": float(x.max())}
+        if dataset.kind in ("multiclass", "binary") or np.asarray(y).dtype.kind in "US":
+            info[split]["class_counts"] = _class_counts(dataset, y)
+    return info
+
+
+def _class_counts(dataset: Dataset, y) -> dict[str, int]:
+    """{class: examples}; a named multiclass set counts by class name, anything else by label value."""
+    values, counts = np.unique(np.asarray(y).ravel(), return_counts=True)
+    names = dataset.class_names
+    return {(names[int(v)] if names and dataset.kind == "multiclass" else str(v.item() if hasattr(v, "item") else v)):
+            int(c) for v, c in zip(values, counts)}
