@@ -51,7 +51,7 @@ def test_a_corrupted_shipped_file_is_refused(tmp_path, monkeypatch):
 
 def _fake_cached_dataset(folder: Path, n=20, label_max=9):
     """Writes the four IDX files of a tiny MNIST-like set and returns the RemoteFiles that verify them."""
-    from bpcli.data.download import RemoteFile
+    from bpcli.data.checksums import RemoteFile
     rng = np.random.default_rng(0)
     arrays = [rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, label_max + 1, n, dtype=np.uint8)] * 2
     folder.mkdir(parents=True, exist_ok=True)

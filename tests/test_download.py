@@ -18,10 +18,10 @@ import numpy as np
 import platformdirs
 import pytest
 
-from bpcli.data.download import (RemoteFile, default_cache_root, fetch, import_files, resolve_cache_root,
-                            resolve_mirrors, verify)
+from bpcli.data.checksums import RemoteFile, sha256_bytes, verify
+from bpcli.data.download import default_cache_root, fetch, import_files, resolve_cache_root, resolve_mirrors
+from bpcli.data.idx import read_bytes
 from bpcli.errors import DataError
-from bpcli.data.idx import read_bytes, sha256_bytes
 from tests.idx_files import encode_idx, write_idx_gz
 
 MINI = Path(__file__).resolve().parent.parent / "datasets" / "mnist-mini"

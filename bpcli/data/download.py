@@ -1,9 +1,7 @@
 """Fetch dataset files from mirrors into a per-user cache, verified by SHA-256.
 
-Contract: a file enters the cache only after a checksum matched, either of the file as
-published (the .gz) or of its decompressed content; the second accepts re-compressed copies
-(Debian's Fashion-MNIST, a raw IDX file imported by hand), since gzip bytes differ between
-compressors while the content does not. A download streams into `<name>.part`, is synced,
+Contract: a file enters the cache only after a checksum matched (checksums.verify: of
+the file as published, or of its decompressed content). A download streams into `<name>.part`, is synced,
 counted against Content-Length and verified before an atomic rename, so a crash or Ctrl-C
 never leaves a half file under the final name (the next run deletes the orphan `.part`).
 Mirrors are tried in order, each with its own timeout on connect and every read, so a dead
@@ -34,21 +32,13 @@ from typing import Callable
 
 import platformdirs
 
+from bpcli.data.checksums import RemoteFile, is_gzip, mismatch, verify
 from bpcli.errors import DataError
-from bpcli.data.idx import read_bytes, sha256_bytes, sha256_file
 
 CHUNK = 1 << 20  # 1 MiB: few progress calls, little memory
 URL_SCHEMES = ("http", "https", "file")  # file:// serves an air-gapped mirror on a shared disk
 
 Progress = Callable[[str, int, "int | None"], None]  # (file name, bytes done, total or None)
-
-
-@dataclass(frozen=True)
-class RemoteFile:
-    name: str                          # e.g. "train-images-idx3-ubyte.gz"
-    sha256: str | None = None          # SHA-256 of the file as published (the .gz)
-    content_sha256: str | None = None  # SHA-256 of its decompressed content
-    size: int | None = None            # bytes, if known (progress total without Content-Length)
 
 
 @dataclass(frozen=True)
@@ -102,54 +92,6 @@ def _check_url(url: str, source: str) -> None:
         raise DataError(f"Mirror URL {url!r} (from {source}) is not a valid base URL: it must start "
                         f"with {', '.join(s + '://' for s in URL_SCHEMES)}, for example "
                         "http://host/{dataset}/.")
-
-
-# --- verification ------------------------------------------------------------------------
-
-def verify(path: Path, remote: RemoteFile) -> str | None:
-    """None if the file matches one of its checksums, else a short reason."""
-    try:
-        mismatch = _mismatch(path, remote)
-    except DataError:  # read_bytes could not decompress it
-        return "corrupt gzip data"
-    except OSError as error:
-        return f"cannot read ({error.strerror or error})"
-    if mismatch is None:
-        return None
-    got, expected = mismatch
-    return f"checksum mismatch (got {got[:16]}…, expected {expected[:16]}…)"
-
-
-def _mismatch(path: Path, remote: RemoteFile) -> tuple[str, str] | None:
-    """(got, expected) for the checksum that failed, or None when the file matches."""
-    expected_file, expected_content = _lower(remote.sha256), _lower(remote.content_sha256)
-    if not expected_file and not expected_content:
-        return None  # nothing to check against
-    is_gzip = _is_gzip(path)
-    got_file = sha256_file(path)
-    if expected_file and got_file == expected_file:
-        return None
-    if not expected_content:
-        return got_file, expected_file
-    try:
-        got_content = sha256_bytes(read_bytes(path))
-    except DataError:  # corrupt gzip: the published checksum, if known, says it best
-        if expected_file:
-            return got_file, expected_file
-        raise
-    if got_content == expected_content:
-        return None
-    # Report the checksum a user can reproduce with sha256sum on this very file.
-    return (got_file, expected_file) if is_gzip and expected_file else (got_content, expected_content)
-
-
-def _lower(digest: str | None) -> str | None:
-    return digest.strip().lower() if digest else None
-
-
-def _is_gzip(path: Path) -> bool:
-    with open(path, "rb") as f:
-        return f.read(2) == b"\x1f\x8b"
 
 
 # --- download ----------------------------------------------------------------------------
@@ -312,15 +254,15 @@ def _find_sources(dataset: str, files: list[RemoteFile], source: Path) -> list[P
 
 
 def _check_import(remote: RemoteFile, path: Path) -> None:
-    if not _is_gzip(path) and not remote.content_sha256 and remote.sha256:
+    if not is_gzip(path) and not remote.content_sha256 and remote.sha256:
         raise DataError(f"{path} is not gzip-compressed and only the checksum of the published "
                         f"{remote.name} is known, so it cannot be verified; import the .gz file instead.")
     try:
-        mismatch = _mismatch(path, remote)
+        found = mismatch(path, remote)
     except OSError as error:
         raise DataError(f"{path}: cannot read ({error.strerror or error}).") from None
-    if mismatch is not None:
-        got, expected = mismatch
+    if found is not None:
+        got, expected = found
         raise DataError(f"{path} is not the expected {remote.name}: its SHA-256 is {got}, expected "
                         f"{expected}. The file is corrupt or belongs to another dataset; download it again.")
 
@@ -330,7 +272,7 @@ def _install(path: Path, final: Path) -> Path:
     part = final.with_name(final.name + ".part")
     try:
         with open(path, "rb") as src, open(part, "wb") as out:
-            if _is_gzip(path):
+            if is_gzip(path):
                 shutil.copyfileobj(src, out, CHUNK)
             else:
                 out.write(gzip.compress(src.read(), compresslevel=6, mtime=0))

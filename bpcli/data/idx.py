@@ -10,7 +10,6 @@ names the file; nothing ever comes back as a silently short array.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import struct
 import zlib
 from pathlib import Path
@@ -59,15 +58,3 @@ def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
 
 def read_idx(path: str | Path) -> np.ndarray:
     return parse_idx(read_bytes(path), str(path))
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
