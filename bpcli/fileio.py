@@ -20,6 +20,8 @@ import os
 from pathlib import Path
 
 TMP_SUFFIX = ".tmp"
+# What a full disk's message advises by default: a run's files are rewritten whole, so the run resumes.
+RESUME_WHEN_FULL = "nothing already written was lost: free some space and resume the run"
 
 
 def atomic_write_bytes(path: str | Path, data: bytes, backup: str | Path | None = None) -> None:
@@ -44,17 +46,19 @@ def atomic_write_bytes(path: str | Path, data: bytes, backup: str | Path | None 
     fsync_dir(path.parent)
 
 
-def write_file(path: str | Path, data: str | bytes, what: str = "file", backup: str | Path | None = None) -> None:
+def write_file(path: str | Path, data: str | bytes, what: str = "file", backup: str | Path | None = None, *,
+               when_full: str = RESUME_WHEN_FULL) -> None:
     """Write `data` atomically; a failure is a DiskFullError (disk or size limit full) or a CheckpointError.
 
     The one way bpcli writes a file a user keeps (configs, summaries, logs
     rewritten whole, checkpoints, pictures, predictions), so every write both
     survives a crash and fails with a message instead of a traceback.
+    `when_full` is the advice after a full disk, for files that are not a run's.
     """
     try:
         atomic_write_bytes(path, data.encode() if isinstance(data, str) else data, backup)
     except OSError as error:
-        raise write_error(path, error, what) from None
+        raise write_error(path, error, what, when_full) from None
 
 
 def append_text(path: str | Path, text: str, what: str = "log") -> None:
@@ -68,13 +72,12 @@ def append_text(path: str | Path, text: str, what: str = "log") -> None:
         raise write_error(path, error, what) from None
 
 
-def write_error(path: str | Path, error: OSError, what: str = "file"):
+def write_error(path: str | Path, error: OSError, what: str = "file", when_full: str = RESUME_WHEN_FULL):
     """The project error for a failed write: DiskFullError when the disk (or a size limit) is full."""
     from bpcli.errors import CheckpointError, DiskFullError
 
     if error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-        return DiskFullError(f"disk full while writing {what} {path} ({error.strerror}); nothing already "
-                             "written was lost: free some space and resume the run")
+        return DiskFullError(f"disk full while writing {what} {path} ({error.strerror}); {when_full}")
     return CheckpointError(f"cannot write {what} {path}: {error.strerror or error}")
 
 

@@ -19,7 +19,8 @@ from bpcli.config.sections import parse_config_text, resolved_dict
 from bpcli.tools.inference import evaluate_checkpoint, evaluate_with_outputs
 from bpcli.nn.metrics import probabilities
 from bpcli.plots.evaluation import evaluation_figure, most_confident_mistakes
-from bpcli.plots.training import read_run, save_figure, training_figure
+from bpcli.plots.figures import save_figure
+from bpcli.plots.training import read_run, training_figure
 from bpcli.training.run import train_run
 
 runner = CliRunner()
@@ -214,6 +215,14 @@ def test_a_row_still_being_written_is_left_out(tmp_path):
 def test_only_picture_formats_are_written(full_run, tmp_path):
     result = runner.invoke(app, ["plot", str(full_run), "-o", str(tmp_path / "plot.jpg")])
     assert result.exit_code == 2 and "use a file name ending in .png, .svg or .pdf" in result.output
+
+
+def test_a_picture_that_cannot_be_written_names_the_path_and_the_reason(full_run, tmp_path):
+    (tmp_path / "taken.png").mkdir()  # a folder where the picture should go: unwritable even for root
+    result = runner.invoke(app, ["plot", str(full_run), "-o", str(tmp_path / "taken.png")])
+    assert (result.exit_code, result.output) == (5, f"error: cannot write plot {tmp_path / 'taken.png'}: "
+                                                    "Is a directory\n")
+    assert not list(tmp_path.glob("*.tmp"))
 
 
 def test_without_matplotlib_the_commands_say_how_to_install_it(full_run, monkeypatch):

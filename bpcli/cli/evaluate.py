@@ -28,7 +28,7 @@ def eval_(
     from bpcli.tools.inference import evaluate_with_outputs
 
     if plot:
-        from bpcli.plots.training import require_matplotlib
+        from bpcli.plots.figures import require_matplotlib
 
         require_matplotlib()  # before the evaluation, not after it
     evaluation = evaluate_with_outputs(checkpoint, dataset=dataset, split=split, data_dir=data_dir)
@@ -38,7 +38,7 @@ def eval_(
         print_evaluation(evaluation.result)
     if plot:
         from bpcli.plots.evaluation import evaluation_figure
-        from bpcli.plots.training import save_figure
+        from bpcli.plots.figures import save_figure
 
         typer.echo(f"wrote {save_figure(evaluation_figure(evaluation), plot)}", err=True)
 
@@ -82,12 +82,12 @@ def predict(
 
     Example: bpcli predict runs/spirals-20260101-120000/checkpoints/best.safetensors points.csv --output preds.csv
     """
-    from bpcli.fileio import atomic_write_bytes
+    from bpcli.fileio import write_file
     from bpcli.tools.inference import predict_file
 
     text = predict_file(checkpoint, inputs)
     if output:
-        atomic_write_bytes(output, text.encode())
+        write_file(output, text, "predictions", when_full="free some space and run the command again")
         typer.echo(f"wrote {text.count(chr(10)) - 1} predictions to {output}", err=True)
     else:
         typer.echo(text, nl=False)

@@ -25,7 +25,8 @@ def command(
 
     Example: bpcli plot runs/quickstart-20260101-120000 runs/quickstart-20260101-130000 --output compare.png
     """
-    from bpcli.plots.training import read_run, require_matplotlib, save_figure, training_figure
+    from bpcli.plots.figures import require_matplotlib, save_figure
+    from bpcli.plots.training import read_run, training_figure
 
     require_matplotlib()
     runs = [read_run(path) for path in run_dirs]

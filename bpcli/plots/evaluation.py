@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from bpcli.nn.metrics import confusion_matrix, predict_classes, probabilities
-from bpcli.plots.training import _style, require_matplotlib
+from bpcli.plots.figures import require_matplotlib, style
+
 
 def most_confident_mistakes(y: np.ndarray, p: np.ndarray, k: int = 24) -> np.ndarray:
     """Indices of up to k misclassified examples, the most confident first (p of the predicted class)."""
@@ -26,7 +27,7 @@ def evaluation_figure(evaluation, rows: int = 4, cols: int = 6):
     rows x cols most confidently wrong examples, as published (before preprocessing)."""
     _, Figure = require_matplotlib()
     e = evaluation
-    with _style():
+    with style():
         if e.task == "regression":
             figure = Figure(figsize=(8, 7), dpi=100, layout="constrained")
             _scatter(figure.subplots(), e)

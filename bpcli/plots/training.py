@@ -1,76 +1,36 @@
-"""Pictures of training runs: what `bpcli plot` draws (eval_plots.py draws `bpcli eval --plot`).
+"""Pictures of training runs: what `bpcli plot` draws (evaluation.py draws `bpcli eval --plot`).
 
-    read_run(run_dir) -> Run                     metrics.jsonl, summary.json and layers.jsonl of a run
+    read_run(run_dir) -> Run                     the per-epoch metrics, summary and per-layer rows of a run
     training_figure(runs) -> Figure              loss, accuracy, learning rate, per-layer gradient norms
-    save_figure(figure, path)                    PNG (or .svg, .pdf), written atomically
 
-matplotlib is an optional extra (pip install "bpcli[plot]"), imported only here,
-inside the functions that draw. Figures are matplotlib.figure.Figure objects, never
-pyplot's: no display, no global backend, and savefig renders the PNG with Agg.
-The functions return the Figure so that a test can compare what is drawn with the logs.
+The run directory's files are found through RunDir, which owns their names. The
+functions return the Figure (figures.save_figure writes it) so that a test can
+compare what is drawn with the logs.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from bpcli.errors import CheckpointError
+from bpcli.plots.figures import require_matplotlib, style
+from bpcli.training.rundir import RunDir
 
-from bpcli.errors import CheckpointError, ConfigError, MissingExtraError
-from bpcli.fileio import atomic_write_bytes, write_error
-
-FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
-STYLE = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 9,
-         "xtick.labelsize": 9, "ytick.labelsize": 9, "figure.titlesize": 12, "axes.grid": True,
-         "grid.alpha": 0.3}
 LABEL_BOX = {"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.75}
-RUN_HINT = "give a run directory made by bpcli train (runs/<config>-<time>/, holding metrics.jsonl)"
-
-
-def require_matplotlib():
-    """The matplotlib modules the pictures use, or a MissingExtraError saying how to install them."""
-    try:
-        import matplotlib
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise MissingExtraError('plotting needs matplotlib, which is not installed: pip install "bpcli[plot]" '
-                                "(or pip install matplotlib), then run the command again") from None
-    return matplotlib, Figure
-
-
-@contextmanager
-def _style():
-    """Fonts of 9 pt and more, readable at 100% zoom; rc settings only inside the block (no global change)."""
-    matplotlib, _ = require_matplotlib()
-    with matplotlib.rc_context(STYLE):
-        yield
-
-
-def save_figure(figure, path: str | Path) -> Path:
-    """Render to memory, then replace `path` atomically, so a reader never sees half a PNG."""
-    path = Path(path)
-    fmt = FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise ConfigError(f"cannot write a picture to {path}: use a file name ending in .png, .svg or .pdf")
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format=fmt, dpi=100)
-    try:
-        atomic_write_bytes(path, buffer.getvalue())
-    except OSError as error:
-        raise write_error(path, error, "plot") from None
-    return path
+RUN_HINT = "give a run directory made by bpcli train (runs/<config>-<time>/, holding {metrics})"
 
 
 # -- a run directory -------------------------------------------------------------
 
 @dataclass
 class Run:
+    """One run's logs as read from its directory (`files` knows the names of what it holds)."""
+
     name: str
-    path: Path
+    files: RunDir
     metrics: list[dict]
     summary: dict | None = None
     layers: list[dict] | None = None
@@ -90,18 +50,20 @@ class Run:
 
 
 def read_run(run_dir: str | Path) -> Run:
-    """A run's logs; no summary.json (still running, or killed) and no layers.jsonl (older bpcli) are fine."""
-    path = Path(run_dir)
+    """A run's logs; no summary (still running, or killed) and no per-layer rows (older bpcli) are fine."""
+    files = RunDir(run_dir)
+    path, metrics_file = files.path, files.metrics_jsonl
+    hint = RUN_HINT.format(metrics=metrics_file.name)
     if not path.is_dir():
-        raise CheckpointError(f"{path} {'is not a directory' if path.exists() else 'does not exist'}: {RUN_HINT}")
-    if not (path / "metrics.jsonl").is_file():
-        raise CheckpointError(f"{path} has no metrics.jsonl, so it is not a run directory: {RUN_HINT}")
-    metrics = read_jsonl(path / "metrics.jsonl", ("epoch", "train_loss", "lr"))
+        raise CheckpointError(f"{path} {'is not a directory' if path.exists() else 'does not exist'}: {hint}")
+    if not metrics_file.is_file():
+        raise CheckpointError(f"{path} has no {metrics_file.name}, so it is not a run directory: {hint}")
+    metrics = read_jsonl(metrics_file, ("epoch", "train_loss", "lr"))
     if not metrics:
-        raise CheckpointError(f"{path / 'metrics.jsonl'} has no epochs yet (the run stopped before its first "
+        raise CheckpointError(f"{metrics_file} has no epochs yet (the run stopped before its first "
                               "epoch ended): nothing to plot")
-    layers = read_jsonl(path / "layers.jsonl", ("epoch", "layer")) if (path / "layers.jsonl").is_file() else None
-    return Run(path.resolve().name, path, metrics, _read_summary(path / "summary.json"), layers)
+    layers = read_jsonl(files.layers_jsonl, ("epoch", "layer")) if files.layers_jsonl.is_file() else None
+    return Run(path.resolve().name, files, metrics, _read_summary(files.summary), layers)
 
 
 def read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
@@ -152,14 +114,14 @@ def _read_text(path: Path) -> str:
 def training_figure(runs: list[Run]):
     """Loss and accuracy (train solid, val dashed), learning rate, per-layer gradient norms; one colour a run.
 
-    The best epoch (summary.json) is a dashed vertical line, and triangles on the
+    The best epoch (from the run's summary) is a dashed vertical line, and triangles on the
     bottom edge mark the epochs where the learning rate changed. Regression runs
-    have no accuracy panel; a run without layers.jsonl gets a note instead of lines.
+    have no accuracy panel; a run without per-layer rows gets a note instead of lines.
     """
     _, Figure = require_matplotlib()
     names = ["loss"] + (["accuracy"] if any(r.series("train_accuracy")[0] for r in runs) else []) + ["lr"]
     names += ["layers"] if any(r.layers for r in runs) else []
-    with _style():
+    with style():
         figure = Figure(figsize=(12, 8 if len(names) > 2 else 5), dpi=100, layout="constrained")
         axes = figure.subplot_mosaic(_grid(names))
         colours = [f"C{i % 10}" for i in range(len(runs))]
@@ -181,13 +143,15 @@ def _grid(names: list[str]) -> list[list[str]]:
 
 
 def _title(runs: list[Run]) -> str:
+    files = runs[0].files
     if len(runs) > 1:
         title = f"{len(runs)} runs: " + ", ".join(r.name for r in runs)
     else:
         title = f"{runs[0].name}: " + ((runs[0].summary or {}).get("stopped_because")
-                                       or "no summary.json yet (still running, or killed)")
+                                       or f"no {files.summary.name} yet (still running, or killed)")
     if not any(r.layers for r in runs):
-        title += "\n(no layers.jsonl, so no per-layer gradient norms: it is written by newer versions of bpcli)"
+        title += (f"\n(no {files.layers_jsonl.name}, so no per-layer gradient norms: it is written by newer "
+                  "versions of bpcli)")
     return title
 
 
@@ -314,7 +278,8 @@ def _layers_panel(ax, runs: list[Run], colours: list[str]) -> None:
     ax.legend(handles=handles if len(runs) > 1 else None, loc="best")
     missing = [r.name for r in runs if not r.layers]
     if missing:
-        ax.text(0.01, 0.01, f"no layers.jsonl: {', '.join(missing)}", transform=ax.transAxes, color="0.35")
+        ax.text(0.01, 0.01, f"no {runs[0].files.layers_jsonl.name}: {', '.join(missing)}", transform=ax.transAxes,
+                color="0.35")
 
 
 def _layer_names(rows: list[dict]) -> list[tuple[str, str]]:
