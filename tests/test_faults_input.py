@@ -247,8 +247,8 @@ def test_damaged_metadata_is_one_checkpoint_error_naming_file_and_field(last, tm
     ("config.data.preprocess", 3, "its stored config cannot be rebuilt: config.data.preprocess"),
     ("task", "binary", "its task is binary, but its loss is for multiclass"),
     ("class_names", ["a", "b"], "it names 2 classes, but the model has 3 outputs"),
-    ("input_dim", 3, "tensor layers.0.weight has shape (2, 32) (float32), but the architecture in its own "
-                     "config needs shape (3, 32)"),
+    ("input_dim", 3, "tensor layers.0.weight has shape (2, 32) (float32), but the model needs shape (3, 32); "
+                     "the model is the architecture in its own config"),
 ])
 def test_a_stored_config_that_does_not_fit_is_a_checkpoint_error_from_restore(last, tmp_path, key, value,
                                                                                 message):
@@ -260,6 +260,17 @@ def test_a_stored_config_that_does_not_fit_is_a_checkpoint_error_from_restore(la
     assert str(error.value).startswith(f"{path}: ") and message in str(error.value)
     with pytest.raises(CheckpointError):
         evaluate_checkpoint(path)
+
+
+def test_a_missing_weight_is_named_with_the_shape_its_own_config_needs(last, tmp_path):
+    tensors = load_tensors(last.read_bytes())
+    del tensors["layers.2.bias"]
+    path = tmp_path / "edited.safetensors"
+    path.write_bytes(save_tensors(tensors, metadata={"bpcli": json.dumps(load_checkpoint(last).meta)}))
+    with pytest.raises(CheckpointError) as error:
+        restore(load_checkpoint(path))
+    assert str(error.value) == (f"{path}: tensor layers.2.bias is missing; the model needs it with shape (3,); "
+                                "the model is the architecture in its own config")
 
 
 def test_a_multiclass_checkpoint_without_class_names_is_scored_per_output(last, tmp_path):
@@ -423,6 +434,43 @@ def test_code_carrying_files_are_refused_by_eval_predict_and_resume(tmp_path, ma
     assert not (tmp_path / "runs").exists()
 
 
+# -- predict --output ---------------------------------------------------------------------------------
+
+@pytest.fixture
+def points(tmp_path) -> Path:
+    """200 spiral-like inputs (columns x0, x1): about 8 kB of predictions."""
+    path = tmp_path / "points.csv"
+    rows = np.random.default_rng(0).normal(size=(200, 2))
+    path.write_text("x0,x1\n" + "".join(f"{a:.4f},{b:.4f}\n" for a, b in rows))
+    return path
+
+
+@pytest.mark.parametrize("target, reason", [("folder", "Is a directory"), ("file/preds.csv", "Not a directory")])
+def test_predict_to_an_unwritable_output_names_the_path_and_the_reason(run_dir, points, tmp_path, target, reason):
+    """A folder at the target, or a regular file as its parent: unwritable even for root."""
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("a file, not a folder")
+    output = tmp_path / target
+    result = bpcli("predict", run_dir / "checkpoints" / "best.safetensors", points, "--output", output)
+    assert (result.returncode, result.stdout) == (5, "")
+    assert result.stderr == f"error: cannot write predictions {output}: {reason}\n"
+    assert (tmp_path / "folder").is_dir() and not list(tmp_path.rglob("*.tmp"))
+
+
+def test_predict_to_a_full_disk_exits_6_and_leaves_no_partial_file(run_dir, points, tmp_path):
+    import resource
+
+    output = tmp_path / "preds.csv"
+    result = subprocess.run([sys.executable, "-m", "bpcli", "predict", str(run_dir / "checkpoints" / "best.safetensors"),
+                             str(points), "--output", str(output)], capture_output=True, text=True,
+                            env=environment(), timeout=120,
+                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000)))
+    assert result.returncode == 6, result.stderr
+    assert result.stderr == (f"error: disk full while writing predictions {output} (File too large); free some "
+                             "space and run the command again\n")
+    assert not output.exists() and not list(tmp_path.glob("*.tmp"))
+
+
 @pytest.fixture(scope="module")
 def run_a(tmp_path_factory) -> tuple[Path, Path, Path]:
     """A finished run of config A (units 32), and config B: the same but units 64."""
@@ -443,7 +491,7 @@ def test_eval_of_a_checkpoint_whose_config_names_another_architecture(run_a, tmp
     result = bpcli("eval", edited)
     assert result.returncode == 5 and "Traceback" not in result.stderr
     assert result.stderr == (f"error: {edited}: tensor layers.0.weight has shape (2, 32) (float32), but the "
-                             "architecture in its own config needs shape (2, 64)\n")
+                             "model needs shape (2, 64); the model is the architecture in its own config\n")
 
 
 def test_resume_with_another_architecture_is_refused_even_with_force(run_a):

@@ -19,12 +19,12 @@ from bpcli.training.checkpoint import Checkpoint, load_checkpoint
 from bpcli.config.sections import Config, resolved_dict
 from bpcli.data.catalog import DATASETS, IdxSource, load_dataset
 from bpcli.errors import CheckpointError, ConfigError, DataError
-from bpcli.nn.losses import Loss
+from bpcli.nn.losses import Loss, build_loss
 from bpcli.nn.metrics import classification_summary, predict_classes, probabilities, regression_metrics
 from bpcli.nn.model import Model, build_model
 from bpcli.data.preprocessing import Preprocessor, loss_targets, split_dataset
 from bpcli.data.tables import load_csv_inputs, load_npz_inputs
-from bpcli.training.trainer import build_loss, predict_logits
+from bpcli.training.trainer import predict_logits
 
 SPLITS = ("test", "val", "train")
 
@@ -91,16 +91,17 @@ def _check_size(checkpoint: Checkpoint, spec: list[dict], input_dim: int) -> Non
 
 
 def _load_weights(checkpoint: Checkpoint, model: Model) -> None:
-    """Copy each stored tensor into the model, naming the first one that is missing or of another shape."""
-    for name, target in {**model.params, **model.buffers}.items():
-        stored = checkpoint.tensors.get(name)
-        if stored is None:
-            raise CheckpointError(f"{checkpoint.path}: tensor {name} is missing; the architecture in its own "
-                                  f"config needs it with shape {target.shape}")
-        if stored.shape != target.shape or stored.dtype.kind not in "fiu":
-            raise CheckpointError(f"{checkpoint.path}: tensor {name} has shape {stored.shape} ({stored.dtype}), "
-                                  f"but the architecture in its own config needs shape {target.shape}")
-        target[...] = stored
+    """The stored tensors into the model; a refusal names the file and says whose architecture it is.
+
+    The model was built from the checkpoint's own config, so a tensor it lacks or
+    cannot take means the file's config and weights disagree, not that the user
+    asked for another model.
+    """
+    try:
+        model.load_state_dict(checkpoint.model_tensors)
+    except CheckpointError as error:
+        raise CheckpointError(f"{checkpoint.path}: {error}; the model is the architecture in its own config") \
+            from None
 
 
 def _load_preprocessing(checkpoint: Checkpoint, preprocessor: Preprocessor, input_dim: int) -> None:
