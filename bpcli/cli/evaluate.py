@@ -44,15 +44,20 @@ def eval_(
 
 
 def print_evaluation(r: dict) -> None:
-    from rich.table import Table
-
+    """One line of figures; for classes, then the confusion matrix and the per-class report."""
     out = console()
     figures = [f"loss {r['loss']:.6g}"] + [f"{k} {r[k]:.6g}" for k in ("mse", "mae", "r2") if k in r]
     if "accuracy" in r:
         figures.insert(1, f"accuracy {r['accuracy']:.2%}")
     out.print(f"[bold]{r['dataset']}[/] {r['split']} split, {r['n']} examples: " + ", ".join(figures))
-    if "per_class" not in r:
-        return
+    if "per_class" in r:
+        out.print(_confusion_table(r))
+        out.print(_per_class_table(r))
+
+
+def _confusion_table(r: dict):
+    from rich.table import Table
+
     names = [row["class"] for row in r["per_class"]]
     matrix = Table(title="Confusion matrix (rows: true class, columns: predicted)")
     matrix.add_column("")
@@ -60,7 +65,12 @@ def print_evaluation(r: dict) -> None:
         matrix.add_column(name, justify="right")
     for name, counts in zip(names, r["confusion_matrix"]):
         matrix.add_row(name, *(str(c) for c in counts))
-    out.print(matrix)
+    return matrix
+
+
+def _per_class_table(r: dict):
+    from rich.table import Table
+
     report = Table(title="Per class")
     for column in ("class", "precision", "recall", "f1", "support"):
         report.add_column(column, justify="left" if column == "class" else "right")
@@ -69,7 +79,7 @@ def print_evaluation(r: dict) -> None:
                        str(row["support"]))
     for avg in ("macro", "weighted"):
         report.add_row(f"{avg} avg", *(f"{r[avg][k]:.3f}" for k in ("precision", "recall", "f1")), "")
-    out.print(report)
+    return report
 
 
 @user_errors
