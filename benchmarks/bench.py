@@ -19,6 +19,7 @@ the epoch spent in the layer diagnostics' hooks, and peak memory.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import resource
@@ -29,7 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bpcli.training.callbacks import Callback, RichProgress
+from bpcli.cli.progress import RichProgress
+from bpcli.training.callbacks import Callback
+from bpcli.training.diagnostics import LayerDiagnostics
 from bpcli.config.sections import parse_config_text, resolved_dict
 from bpcli.data.catalog import load_dataset
 from bpcli.tools.timing import BareGemms
@@ -78,28 +81,38 @@ class Interleave(Callback):
     """After each bpcli epoch, time one bare-GEMM epoch (and one PyTorch epoch); bpcli's epoch time excludes them.
 
     It also clocks the time spent inside the layer diagnostics' hooks (their
-    direct cost), by wrapping them once training begins.
+    direct cost): `clocking(LayerDiagnostics)` wraps them while a run lasts.
     """
 
     def __init__(self, bare: BareGemms, peer: TorchLoop | None = None):
         self.bare, self.peer, self.ours, self.gemm, self.torch, self.diagnostics = bare, peer, [], [], [], []
         self.started, self.in_diagnostics = None, 0.0
 
-    def on_train_begin(self, trainer):
-        probe = trainer.diagnostics
-        if probe is not None:
-            for hook in ("before_step", "record_gradients", "after_batch", "on_epoch_end"):
-                setattr(probe, hook, self._clocked(getattr(probe, hook)))
+    def on_train_begin(self, loop):
         self.started = time.perf_counter()
 
-    def _clocked(self, hook):
-        def clocked(*args):
-            started = time.perf_counter()
-            hook(*args)
-            self.in_diagnostics += time.perf_counter() - started
-        return clocked
+    @contextlib.contextmanager
+    def clocking(self, cls):
+        """While inside, every batch and epoch hook of `cls` adds its time to in_diagnostics."""
+        hooks = {name: getattr(cls, name) for name in ("on_batch_begin", "on_gradients", "on_batch_end",
+                                                          "on_epoch_end")}
 
-    def on_epoch_end(self, trainer, row):
+        def clocked(hook):
+            def timed(*args):
+                started = time.perf_counter()
+                hook(*args)
+                self.in_diagnostics += time.perf_counter() - started
+            return timed
+
+        for name, hook in hooks.items():
+            setattr(cls, name, clocked(hook))
+        try:
+            yield
+        finally:
+            for name, hook in hooks.items():
+                setattr(cls, name, hook)
+
+    def on_epoch_end(self, loop, row):
         self.ours.append(time.perf_counter() - self.started)
         self.diagnostics.append(self.in_diagnostics)
         self.in_diagnostics = 0.0
@@ -118,7 +131,8 @@ def run_bpcli(name: str, dataset: str, rounds: int, out: Path, n_images: int, ex
     sizes = [784, *WORKLOADS[name]["hidden"], 10]
     timer = Interleave(BareGemms(sizes, WORKLOADS[name]["batch"], n_train), peer)
     progress = RichProgress(_hidden_terminal())
-    train_run(cfg, f"{name}.yaml", callbacks=[progress, timer])
+    with timer.clocking(LayerDiagnostics):
+        train_run(cfg, f"{name}.yaml", callbacks=[progress, timer])
     ours, gemm = statistics.median(timer.ours[1:]), statistics.median(timer.gemm[1:])
     paired = statistics.median(a / b for a, b in zip(timer.ours[1:], timer.gemm[1:]))  # each pair: same conditions
     share = statistics.median(d / t for d, t in zip(timer.diagnostics[1:], timer.ours[1:]))

@@ -1,17 +1,38 @@
-"""Early stopping on scripted metric sequences: the exact epoch it stops at, and what counts as better."""
+"""Early stopping on scripted metric sequences: the exact epoch it stops at, and what counts as better.
 
+The Monitor decides what is better (mode, min_delta); EarlyStopping counts the
+epochs without improvement and asks the loop to stop.
+"""
+
+import numpy as np
 import pytest
 
-from bpcli.training.callbacks import EarlyStopping, resolve_mode
+from bpcli.nn.metrics import resolve_mode
+from bpcli.training.callbacks import EarlyStopping
+from bpcli.training.monitor import Monitor
 
 
-def run(values, **options):
-    """Feed one value per epoch; return the epoch at which it says stop (None if never)."""
-    tracker = EarlyStopping(**options)
+class ScriptedLoop:
+    """The two things EarlyStopping reads and asks of a LoopView: the monitor, and to stop."""
+
+    def __init__(self, monitor):
+        self.monitor, self.stop_reason = monitor, None
+
+    def request_stop(self, reason):
+        self.stop_reason = self.stop_reason or reason
+
+
+def run(values, monitor="val_loss", mode="auto", patience=None, min_delta=0.0):
+    """Feed one value per epoch; return the epoch at which it says stop (None if never), and the monitor."""
+    loop = ScriptedLoop(Monitor(monitor, resolve_mode(monitor, mode), min_delta))
+    stopper = EarlyStopping(patience) if patience else None
     for epoch, value in enumerate(values, start=1):
-        if tracker.update(value, epoch):
-            return epoch, tracker
-    return None, tracker
+        loop.monitor.update(value, epoch, lambda: {"w": np.array([epoch])})
+        if stopper:
+            stopper.on_epoch_end(loop, {"epoch": epoch})
+        if loop.stop_reason:
+            return epoch, loop.monitor
+    return None, loop.monitor
 
 
 def test_stops_after_patience_epochs_without_improvement():
@@ -39,12 +60,25 @@ def test_nan_is_never_an_improvement_and_no_patience_never_stops():
 
 
 def test_state_round_trip_continues_the_count():
-    first = EarlyStopping(patience=3)
+    monitor, first = Monitor("val_loss", "min"), EarlyStopping(patience=3)
+    loop = ScriptedLoop(monitor)
     for epoch, value in enumerate([1.0, 0.9, 0.95], start=1):
-        first.update(value, epoch)
-    second = EarlyStopping(patience=3)
+        monitor.update(value, epoch, dict)
+        first.on_epoch_end(loop, {"epoch": epoch})
+    resumed = Monitor("val_loss", "min")
+    resumed.load_state_dict(monitor.state_dict(), None)
+    second, loop = EarlyStopping(patience=3), ScriptedLoop(resumed)
     second.load_state_dict(first.state_dict())
-    assert not second.update(0.95, 4) and second.update(0.99, 5)
+    for epoch, value in ((4, 0.95), (5, 0.99)):
+        resumed.update(value, epoch, dict)
+        second.on_epoch_end(loop, {"epoch": epoch})
+        assert (loop.stop_reason is not None) == (epoch == 5)
+    assert loop.stop_reason == "early stopping: val_loss did not improve for 3 epochs (best 0.9 at epoch 2)"
+
+
+def test_the_monitor_keeps_the_weights_of_the_best_epoch_only():
+    _, monitor = run([1.0, 0.5, 0.7, 0.6])
+    assert monitor.best_epoch == 2 and monitor.weights["w"].tolist() == [2]
 
 
 @pytest.mark.parametrize("patience, expected", [(1, 3), (2, 4), (4, None)])

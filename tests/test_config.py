@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from bpcli.nn.activations import ACTIVATIONS
 from bpcli.cli import config as config_command
-from bpcli.config.sections import (SECTIONS, config_json_schema, load_config, monitor_mode, optimizer_kwargs, parse_config_text,
-                          resolved_dict, schedule_kwargs)
+from bpcli.config.sections import (SECTIONS, config_json_schema, load_config, optimizer_kwargs, parse_config_text,
+                          resolved_dict)
 from bpcli.data.catalog import DATASETS
 from bpcli.errors import EXIT_USAGE, ConfigError
 from bpcli.nn.initializers import INITIALIZERS
@@ -24,7 +24,7 @@ from bpcli.nn.layers import BatchNorm, Dropout
 from bpcli.nn.losses import LOSSES
 from bpcli.nn.model import ACTIVATION_OPTIONS, LAYER_OPTIONS, build_model
 from bpcli.optim.optimizers import OPTIMIZERS, build_optimizer
-from bpcli.optim.schedules import SCHEDULES, build_schedule
+from bpcli.optim.schedules import SCHEDULES, schedule_from_config
 from bpcli.config.schema import (ACTIVATION_CHOICES, INIT_CHOICES, LAYER_TYPES, LOSS_OPTIONS, OPTIMIZER_OPTIONS, SCHEDULE_CONTEXT,
                           SCHEDULE_OPTIONS)
 from bpcli.config.yamlio import dump_yaml, parse_yaml
@@ -157,11 +157,10 @@ def test_resolved_layers_build_the_same_model_as_the_written_ones():
 def test_optimizer_and_schedule_build_from_their_kwargs():
     config = parse_config_text(FULL)
     assert optimizer_kwargs(config) == {"beta1": 0.9, "beta2": 0.98, "eps": 1e-8, "weight_decay": 0.01}
-    assert schedule_kwargs(config) == {"min_lr": 1e-6, "warmup_epochs": 0.5}
-    assert monitor_mode(config) == "max" and monitor_mode(parse_config_text(MINIMAL)) == "min"
+    assert config.training.monitor_mode == "max" and parse_config_text(MINIMAL).training.monitor_mode == "min"
     assert type(build_optimizer(config.optimizer.name, **optimizer_kwargs(config))).__name__ == "AdamW"
-    schedule = build_schedule("cosine", lr=config.optimizer.lr, steps_per_epoch=10, epochs=20,
-                              **schedule_kwargs(config))
+    schedule = schedule_from_config(config.schedule.model_dump(), lr=config.optimizer.lr, steps_per_epoch=10,
+                                    epochs=20, mode="max")
     assert schedule(0) == pytest.approx(3e-4 / 5)
 
 
@@ -551,9 +550,7 @@ def test_layer_activation_initializer_and_loss_options_are_their_signatures():
 def test_every_schedule_builds_from_a_config(name):
     required = {"step": "step_size: 2", "exponential": "gamma: 0.9"}.get(name, "")
     config = parse_config_text(with_layers(f"schedule: {{name: {name}, {required}}}\n"))
-    context = {"lr": 0.1, "steps_per_epoch": 5, "epochs": 3, "mode": "min"}
-    params = inspect.signature(SCHEDULES[name].__init__).parameters
-    schedule = build_schedule(name, **{k: v for k, v in context.items() if k in params}, **schedule_kwargs(config))
+    schedule = schedule_from_config(config.schedule.model_dump(), lr=0.1, steps_per_epoch=5, epochs=3, mode="min")
     assert schedule(0) == pytest.approx(0.1)
 
 

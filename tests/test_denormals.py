@@ -43,7 +43,7 @@ class Probe(Callback):
     def __init__(self):
         self.seen = []
 
-    def on_batch_end(self, trainer):
+    def on_batch_end(self, loop):
         self.seen.append(flushes())
 
 

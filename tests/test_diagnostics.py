@@ -12,8 +12,11 @@ from bpcli.nn.activations import ACTIVATIONS
 from bpcli.config.sections import DiagnosticsSection, parse_config_text, resolved_dict
 from bpcli.training.diagnostics import CAN_DIE, NEVER_DEAD_OR_SATURATED, SATURATION, taps_of, warnings_for
 from bpcli.nn.model import build_model
-from bpcli.training.run import prepare_data, train_run
-from bpcli.training.trainer import Trainer, build_parts
+from bpcli.training.run import as_config, prepare_data, train_run
+from bpcli.training.callbacks import Callback
+from bpcli.training.rundir import RunDir
+from bpcli.training.step import build_parts
+from bpcli.training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -105,26 +108,27 @@ def test_every_activation_is_classified_for_diagnostics(name):
     assert (name in CAN_DIE) + (name in SATURATION) + (name in NEVER_DEAD_OR_SATURATED) == 1
 
 
-class Recorder:
-    """Brute force: every gradient, every weight before and after each step, every layer output (float64)."""
+class Recorder(Callback):
+    """Brute force: every gradient, every weight before and after each step, every layer output (float64).
 
-    def __init__(self, trainer):
-        self.trainer, self.steps = trainer, []
+    An ordinary callback placed after the diagnostics, so it sees each batch as they do.
+    """
 
-    def run_batch(self, original):
-        def wrapped(x, y):
-            model = self.trainer.parts.model
-            before = model.theta.astype(np.float64)
-            grads = []
-            diagnostics = self.trainer.diagnostics
-            record = diagnostics.record_gradients
-            diagnostics.record_gradients = lambda dtheta: (grads.append(dtheta.astype(np.float64)), record(dtheta))
-            original(x, y)
-            diagnostics.record_gradients = record
-            outputs = [model.layers[t.output].output.astype(np.float64) for t in diagnostics.taps]
-            self.steps.append({"before": before, "after": model.theta.astype(np.float64), "grads": grads,
-                               "outputs": outputs, "sampled": bool(grads)})
-        return wrapped
+    def __init__(self, probe):
+        self.probe, self.steps = probe, []
+
+    def on_batch_begin(self, loop):
+        self.before, self.grads = loop.model.theta.astype(np.float64), []
+
+    def on_gradients(self, loop, dtheta):
+        if self.probe.sampled:
+            self.grads.append(dtheta.astype(np.float64))
+
+    def on_batch_end(self, loop):
+        model = loop.model
+        outputs = [model.layers[t.output].output.astype(np.float64) for t in self.probe.taps]
+        self.steps.append({"before": self.before, "after": model.theta.astype(np.float64), "grads": self.grads,
+                           "outputs": outputs, "sampled": bool(self.grads)})
 
 
 def test_the_figures_equal_a_brute_force_recomputation(tmp_path):
@@ -135,15 +139,14 @@ def test_the_figures_equal_a_brute_force_recomputation(tmp_path):
     rows = [json.loads(line) for line in (Path(summary["run_dir"]) / "layers.jsonl").read_text().splitlines()]
 
     from bpcli.training.diagnostics import LayerDiagnostics
-    data = prepare_data(cfg)
-    parts = build_parts(cfg, data.input_dim, -(-len(data.x_train) // 32))
-    trainer = Trainer(cfg, parts, data, [], None, diagnostics=None)
-    probe = LayerDiagnostics(tmp_path / "again", {**cfg["diagnostics"]}, cfg["optimizer"]["lr"])
+    config = as_config(cfg)
+    data = prepare_data(config)
+    parts = build_parts(config, data.input_dim, config.data.steps_per_epoch(len(data.x_train)))
+    probe = LayerDiagnostics(RunDir(tmp_path / "again"), config.diagnostics.model_dump())
     (tmp_path / "again").mkdir()
-    trainer.diagnostics, trainer.callbacks = probe, [probe]
-    probe.on_train_begin(trainer)
-    recorder = Recorder(trainer)
-    trainer.run_batch = recorder.run_batch(trainer.run_batch)
+    recorder = Recorder(probe)
+    trainer = Trainer(config, parts, data, [probe, recorder])
+    probe.on_train_begin(trainer.view)
     trainer.run_epoch()
 
     sampled = [s for s in recorder.steps if s["sampled"]]

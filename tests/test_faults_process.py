@@ -171,12 +171,12 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path, referenc
 
 
 def test_disk_full_while_appending_metrics(tmp_path):
-    from bpcli.training.callbacks import write_log
     from bpcli.errors import DiskFullError
+    from bpcli.fileio import append_text
 
     (tmp_path / "metrics.jsonl").symlink_to("/dev/full")
     with pytest.raises(DiskFullError, match="disk full while writing log .*metrics.jsonl"):
-        write_log(tmp_path / "metrics.jsonl", '{"epoch": 1}\n')
+        append_text(tmp_path / "metrics.jsonl", '{"epoch": 1}\n')
 
 
 def test_a_torn_metrics_line_is_repaired_on_resume(tmp_path, reference):

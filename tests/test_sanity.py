@@ -15,7 +15,7 @@ from bpcli.nn.losses import LOSSES
 from bpcli.nn.metrics import sparkline
 from bpcli.training.run import prepare_data
 from bpcli.tools.sanity import check_initial_loss, run_checks, sanity_check, without_regularization, zero_output_loss
-from bpcli.training.trainer import build_loss
+from bpcli.nn.losses import build_loss
 
 ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()

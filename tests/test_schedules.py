@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from bpcli.errors import CheckpointError, ConfigError
+from bpcli.config.sections import parse_config_text
 from bpcli.optim.schedules import (
-    SCHEDULES, Constant, Cosine, Exponential, ReduceOnPlateau, StepDecay, build_schedule)
+    SCHEDULES, Constant, Cosine, Exponential, ReduceOnPlateau, StepDecay, build_schedule, schedule_from_config)
 
 
 def lrs(schedule, steps):
@@ -148,31 +149,39 @@ def test_state_dict_checks():
     assert (s.best, s.num_bad_epochs, s(0)) == (-math.inf, 2, 0.01)
 
 
-@pytest.mark.parametrize("make,key,allowed", [
-    (lambda: Constant(0), "schedule.lr", "> 0"),
-    (lambda: Constant(0.1, steps_per_epoch=0), "schedule.steps_per_epoch", "integer >= 1"),
-    (lambda: Constant(0.1, steps_per_epoch=2.5), "schedule.steps_per_epoch", "integer >= 1"),
-    (lambda: Constant(0.1, warmup_epochs=-1), "schedule.warmup_epochs", ">= 0"),
-    (lambda: StepDecay(0.1, step_size=0), "schedule.step_size", "integer >= 1"),
-    (lambda: StepDecay(0.1, step_size=1, gamma=0), "schedule.gamma", "(0, 1]"),
-    (lambda: Exponential(0.1, gamma=1.5), "schedule.gamma", "(0, 1]"),
-    (lambda: Cosine(0.1, epochs=3, min_lr=0.2), "schedule.min_lr", "[0, lr=0.1]"),
-    (lambda: Cosine(0.1, epochs=2, warmup_epochs=3), "schedule.warmup_epochs", "at most epochs=2"),
-    (lambda: ReduceOnPlateau(0.1, mode="mn"), "schedule.mode", "'min' or 'max'"),
-    (lambda: ReduceOnPlateau(0.1, factor=1.0), "schedule.factor", "(0, 1)"),
-    (lambda: ReduceOnPlateau(0.1, patience=-1), "schedule.patience", "integer >= 0"),
-    (lambda: ReduceOnPlateau(0.1, cooldown=1.5), "schedule.cooldown", "integer >= 0"),
-    (lambda: ReduceOnPlateau(0.1, min_delta=-0.1), "schedule.min_delta", ">= 0"),
-    (lambda: build_schedule("cosin", lr=0.1), "schedule.name", "Did you mean 'cosine'"),
-    (lambda: build_schedule("cosin"), "schedule.name",
-     "constant, step, exponential, cosine, reduce_on_plateau"),
-    (lambda: build_schedule("cosine", lr=0.1, epoch=3), "schedule.epoch", "Did you mean 'epochs'"),
-    (lambda: build_schedule("cosine", lr=0.1), "schedule.epochs", "needs 'epochs'"),
+# The config schema checks a schedule's options before it is built (the classes trust what they
+# are given), also against the rest of the config (optimizer.lr, training.epochs).
+@pytest.mark.parametrize("section, key, allowed", [
+    ("optimizer: {lr: 0}", "optimizer.lr", "> 0"),
+    ("schedule: {warmup_epochs: -1}", "schedule.warmup_epochs", ">= 0"),
+    ("schedule: {name: step, step_size: 0}", "schedule.step_size", "integer >= 1"),
+    ("schedule: {name: step, step_size: 1, gamma: 0}", "schedule.gamma", "(0, 1]"),
+    ("schedule: {name: exponential, gamma: 1.5}", "schedule.gamma", "(0, 1]"),
+    ("schedule: {name: cosine, min_lr: 0.2}\noptimizer: {lr: 0.1}", "schedule.min_lr", "[0, lr=0.1]"),
+    ("schedule: {name: cosine, warmup_epochs: 3}\ntraining: {epochs: 2}", "schedule.warmup_epochs",
+     "at most epochs=2"),
+    ("schedule: {name: reduce_on_plateau, min_lr: 0.2}\noptimizer: {lr: 0.1}", "schedule.min_lr", "[0, lr=0.1]"),
+    ("schedule: {name: reduce_on_plateau, factor: 1.0}", "schedule.factor", "(0, 1)"),
+    ("schedule: {name: reduce_on_plateau, patience: -1}", "schedule.patience", "integer >= 0"),
+    ("schedule: {name: reduce_on_plateau, cooldown: 1.5}", "schedule.cooldown", "integer >= 0"),
+    ("schedule: {name: reduce_on_plateau, min_delta: -0.1}", "schedule.min_delta", ">= 0"),
+    ("schedule: {name: reduce_on_plateau, mode: max}", "schedule.mode", "unknown key"),
+    ("schedule: {name: cosin}", "schedule.name", "Did you mean 'cosine'"),
+    ("schedule: {name: cosin}", "schedule.name", "constant, cosine, exponential, reduce_on_plateau, step"),
+    ("schedule: {name: cosine, min_lrr: 0.0}", "schedule.min_lrr", "Did you mean 'min_lr'"),
+    ("schedule: {name: step}", "schedule.step_size", "required"),
 ])
-def test_bad_config_names_key_and_allowed_values(make, key, allowed):
+def test_bad_config_names_key_and_allowed_values(section, key, allowed):
     with pytest.raises(ConfigError) as info:
-        make()
-    assert str(info.value).startswith(key + ":") and allowed in str(info.value)
+        parse_config_text("model: {layers: [{type: dense, units: 2}]}\n" + section + "\n", "c.yaml")
+    [line] = str(info.value).splitlines()[1:]
+    assert f" {key}: " in line and allowed in line
+
+
+def test_the_cosine_schedule_takes_epochs_from_the_config():
+    schedule = schedule_from_config({"name": "cosine", "min_lr": 0.0, "warmup_epochs": 0.0}, lr=0.1,
+                                    steps_per_epoch=2, epochs=3, mode="min")
+    assert (schedule.epochs, schedule.total_steps, schedule(0), schedule(6)) == (3, 6, 0.1, 0.0)
 
 
 def test_build_schedule():

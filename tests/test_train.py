@@ -16,8 +16,9 @@ from bpcli.training.checkpoint import load_checkpoint
 from bpcli.config.sections import parse_config_text, resolved_dict
 from bpcli.errors import ConfigError, DivergedError, Interrupted
 from bpcli.tools.inference import evaluate_checkpoint, predict_file
-from bpcli.training.run import create_run_dir, train_run
-from bpcli.training.trainer import StopRequest
+from bpcli.training.interrupts import StopRequest
+from bpcli.training.run import train_run
+from bpcli.training.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,7 +47,7 @@ class StopAfter(Callback):
     def __init__(self, stop, n):
         self.stop, self.n, self.seen = stop, n, 0
 
-    def on_batch_end(self, trainer):
+    def on_batch_end(self, loop):
         self.seen += 1
         if self.seen == self.n:
             self.stop.signum = signal.SIGINT
@@ -142,9 +143,10 @@ def test_resume_with_a_changed_config_is_refused_unless_forced(tmp_path):
 
 def test_two_runs_in_the_same_second_get_separate_directories(tmp_path, monkeypatch):
     monkeypatch.setattr(time, "strftime", lambda fmt: "20260101-000000")
-    cfg = config(tmp_path)
-    first, second = create_run_dir(cfg, "a.yaml"), create_run_dir(cfg, "a.yaml")
-    assert first.name == "a-20260101-000000" and second.name == "a-20260101-000000-2"
+    parent = config(tmp_path)["output"]["dir"]
+    first, second = RunDir.create(parent, None, "a"), RunDir.create(parent, None, "a")
+    assert first.path.name == "a-20260101-000000" and second.path.name == "a-20260101-000000-2"
+    assert first.checkpoints.is_dir() and second.checkpoints.is_dir()
 
 
 def test_predict_writes_classes_and_probabilities(tmp_path):

@@ -17,7 +17,7 @@ SET_HELP = "Override a config key, e.g. --set optimizer.lr=0.05 (repeatable)."
 
 def progress_callbacks(quiet: bool) -> list:
     """Rich bars on a terminal, one plain line per epoch otherwise or with NO_COLOR, nothing with --quiet."""
-    from bpcli.training.callbacks import PlainProgress, RichProgress
+    from bpcli.cli.progress import PlainProgress, RichProgress
 
     if quiet:
         return []
@@ -25,13 +25,13 @@ def progress_callbacks(quiet: bool) -> list:
     return [RichProgress(err)] if err.is_terminal and not no_color() else [PlainProgress(sys.stderr)]
 
 
-def resolve_config(config: Optional[str], overrides: list[str], resume: Optional[str]) -> tuple[dict, str]:
-    """The resolved config from CONFIG (+ --set), or, with --resume and no CONFIG, the checkpoint's own."""
-    from bpcli.config.sections import load_config, resolved_dict
+def resolve_config(config: Optional[str], overrides: list[str], resume: Optional[str]):
+    """(Config, name) from CONFIG (+ --set), or, with --resume and no CONFIG, from the checkpoint's own."""
+    from bpcli.config.sections import load_config
     from bpcli.errors import ConfigError
 
     if config:
-        return resolved_dict(load_config(config, overrides)), config
+        return load_config(config, overrides), config
     if not resume:
         raise ConfigError("give a CONFIG file (or --resume RUN_DIR to continue a run with its own config)")
     from bpcli.training.run import find_checkpoint
@@ -44,7 +44,7 @@ def resolve_config(config: Optional[str], overrides: list[str], resume: Optional
     from bpcli.config.sections import parse_config_text  # the stored config is checked like a file before it is used
 
     stored = yaml.safe_dump(checkpoint.meta["config"], sort_keys=False)
-    return resolved_dict(parse_config_text(stored, f"{checkpoint.path} (its stored config)")), "resumed"
+    return parse_config_text(stored, f"{checkpoint.path} (its stored config)"), "resumed"
 
 
 @user_errors
@@ -69,7 +69,7 @@ def train(
     from bpcli.cli.data import DownloadProgress
     from bpcli.errors import ConfigError, Interrupted
     from bpcli.training.run import train_run
-    from bpcli.training.trainer import StopRequest, graceful_interrupts
+    from bpcli.training.interrupts import StopRequest, graceful_interrupts
 
     if sanity and resume:
         raise ConfigError("--sanity checks a config before a new run starts; it cannot be combined with --resume "
@@ -95,7 +95,7 @@ def train(
     print_summary(summary)
 
 
-def run_sanity_checks(cfg: dict, name: str, data_dir: Optional[str]) -> None:
+def run_sanity_checks(cfg, name: str, data_dir: Optional[str]) -> None:
     """Print the checks as a table; exit 1 if any fails. No run directory is created."""
     from bpcli.cli.data import DownloadProgress
     from bpcli.tools.sanity import sanity_check
@@ -138,21 +138,24 @@ def warn(message: str) -> None:
 
 
 def print_summary(summary: dict) -> None:
+    from bpcli.training.rundir import RunDir
+
     out = console()
     out.print(f"[bold]Stopped:[/] {summary['stopped_because']}")
     best = summary["monitor"]
     if summary["best_epoch"]:
         out.print(f"[bold]Best epoch:[/] {summary['best_epoch']} ({best['metric']} {best['best']:.6g}); "
                   f"final weights: {summary['final_weights']}")
-    for label, line in loss_sparklines(Path(summary["run_dir"]) / "metrics.jsonl"):
+    for label, line in loss_sparklines(RunDir(summary["run_dir"]).metrics_jsonl):
         out.print(f"[bold]{label}[/] {line}", soft_wrap=True)
     test = summary.get("test")
     if test:
         figures = ", ".join(f"{k} {v:.2%}" if k == "accuracy" else f"{k} {v:.6g}" for k, v in test.items())
         out.print(f"[bold]Test:[/] {figures}")
     out.print(f"[bold]Run directory:[/] {summary['run_dir']} ({summary['seconds']:.1f} s of training)")
-    out.print(f"Evaluate with: bpcli eval {summary['run_dir']}/checkpoints/"
-              f"{'best' if summary['final_weights'] != 'last' else 'last'}.safetensors", soft_wrap=True)
+    run = RunDir(summary["run_dir"])
+    out.print(f"Evaluate with: bpcli eval {run.best if summary['final_weights'] != 'last' else run.last}",
+              soft_wrap=True)
 
 
 def loss_sparklines(metrics_file: Path, width: int = 60) -> list[tuple[str, str]]:

@@ -25,6 +25,7 @@ strict (no coercion): YAML already typed each value, so `nesterov: yes` is the
 string 'yes', an error, not true.
 """
 
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Sequence
 
@@ -36,8 +37,10 @@ from bpcli.config.messages import located, problem, show
 from bpcli.data.catalog import DATASETS
 from bpcli.errors import ConfigError, did_you_mean
 from bpcli.nn.losses import LOSSES
+from bpcli.nn.metrics import resolve_mode
 from bpcli.nn.model import DTYPES, _next_activation
-from bpcli.optim.optimizers import build_optimizer
+from bpcli.optim.optimizers import OPTIMIZERS
+from bpcli.optim.schedules import SCHEDULES
 from bpcli.data.preprocessing import Preprocessor
 from bpcli.config.schema import (ACTIVATION_CHOICES, INIT_CHOICES, LAYER_TYPES, LOSS_OPTIONS, OPTIMIZER_OPTIONS,
                      SCHEDULE_OPTIONS, Layer, Strict, tagged)
@@ -92,6 +95,14 @@ class DataSection(Strict):
     data_dir: Optional[str] = Field(None, description="Cache folder; null: $BPCLI_DATA_DIR or the per-user cache.")
     mirrors: Optional[list[str]] = Field(None, description="Base URLs that replace the download mirrors; null: built in.")
 
+    def batch_size_for(self, n_train: int) -> int:
+        """The batch size training uses: batch_size, or the whole training set if that is smaller."""
+        return min(self.batch_size, n_train)
+
+    def steps_per_epoch(self, n_train: int) -> int:
+        """Optimizer steps in one pass over n_train examples (the last batch may be short)."""
+        return math.ceil(n_train / self.batch_size_for(n_train))
+
 
 class EarlyStopping(Strict):
     """Stop when the monitored metric has not improved for `patience` epochs."""
@@ -112,6 +123,11 @@ class TrainingSection(Strict):
     early_stopping: Optional[EarlyStopping] = Field(None, description="null: off; or a mapping (see below).")
     clip_grad_norm: Optional[float] = Field(None, gt=0, description="Scale gradients down to this global L2 norm.")
     clip_grad_value: Optional[float] = Field(None, gt=0, description="Clip each gradient to [-value, value].")
+
+    @property
+    def monitor_mode(self) -> str:
+        """'min' or 'max': `mode`, where auto means the monitored metric's own direction (max for accuracy)."""
+        return resolve_mode(self.monitor, self.mode)
 
 
 class CheckpointSection(Strict):
@@ -253,7 +269,12 @@ def _apply_override(data: dict, text: str) -> tuple[tuple, str]:
 
 
 def _cross_field_problems(config: Config) -> list[tuple[tuple, str]]:
-    """Rules that span sections, then a dry build of the optimizer and schedule for their own checks."""
+    """Rules that tie a value to another: between sections here, within a component by its own class.
+
+    A component states its rules in `option_problems` (SGD: nesterov needs momentum;
+    cosine: min_lr at most lr, warmup at most the epochs), so they are written once,
+    beside the code they protect, and checked here, before anything is built.
+    """
     problems, monitor = [], config.training.monitor
     if monitor.startswith("val_") and config.data.val_fraction == 0:
         problems.append((("training", "monitor"), f"{monitor!r} needs a validation set: set data.val_fraction "
@@ -266,24 +287,13 @@ def _cross_field_problems(config: Config) -> list[tuple[tuple, str]]:
     if diagnostics.update_ratio_low >= diagnostics.update_ratio_high:
         problems.append((("diagnostics", "update_ratio_low"), f"must be below diagnostics.update_ratio_high "
                                                              f"({diagnostics.update_ratio_high:g})"))
-    for build in (_build_optimizer, _build_schedule):
-        try:
-            build(config)
-        except ConfigError as error:   # the class's own rule, e.g. nesterov needs momentum > 0
-            key = error.key or ""
-            problems.append((tuple(key.split(".")) if key else (), error.message.removeprefix(f"{key}: ")))
+    optimizer, schedule = config.optimizer, config.schedule
+    problems += [(("optimizer", key), message)
+                 for key, message in OPTIMIZERS[optimizer.name].option_problems(optimizer.model_dump())]
+    context = {"lr": optimizer.lr, "epochs": config.training.epochs}
+    problems += [(("schedule", key), message)
+                 for key, message in SCHEDULES[schedule.name].option_problems(schedule.model_dump(), context)]
     return problems
-
-
-def _build_optimizer(config: Config):
-    return build_optimizer(config.optimizer.name, **optimizer_kwargs(config))
-
-
-def _build_schedule(config: Config):
-    """Built once during validation, exactly as training builds it, so its own rules are checked too."""
-    from bpcli.training.trainer import schedule_from_config
-
-    return schedule_from_config(resolved_dict(config), steps_per_epoch=1)
 
 
 # -- output --------------------------------------------------------------------------------------
@@ -306,18 +316,6 @@ def resolved_dict(config: Config) -> dict:
 def optimizer_kwargs(config: Config) -> dict:
     """Hyperparameters for build_optimizer (without name; lr goes to the schedule)."""
     return config.optimizer.model_dump(exclude={"name", "lr"})
-
-
-def schedule_kwargs(config: Config) -> dict:
-    """Arguments for build_schedule besides lr, steps_per_epoch, epochs and mode (see schema.SCHEDULE_CONTEXT)."""
-    return config.schedule.model_dump(exclude={"name"})
-
-
-def monitor_mode(config: Config) -> str:
-    """'min' or 'max': training.mode, with auto meaning max for an *accuracy monitor."""
-    from bpcli.nn.metrics import resolve_mode
-
-    return resolve_mode(config.training.monitor, config.training.mode)
 
 
 def config_json_schema() -> dict:

@@ -21,6 +21,8 @@ loss must have both (a test goes over the registry).
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 
 from bpcli.nn.activations import sigmoid
@@ -145,3 +147,11 @@ LOSSES = {
     "binary_cross_entropy": BinaryCrossEntropy,
     "log_loss": BinaryCrossEntropy,
 }
+
+
+def build_loss(options: dict) -> Loss:
+    """The loss a config's `loss` section names, with the options its class takes (label_smoothing for
+    cross_entropy, delta for huber); the section's penalties go to build_regularizers."""
+    cls = LOSSES[options["name"]]
+    takes = inspect.signature(cls.__init__).parameters
+    return cls(**{k: v for k, v in options.items() if k in takes and k != "self" and v is not None})

@@ -69,3 +69,12 @@ class L1(Regularizer):
 
 
 REGULARIZERS = {"l1": L1, "l2": L2}
+
+
+def build_regularizers(options: dict) -> list[Regularizer]:
+    """The penalties a config's `loss` section switches on (l1, l2, regularize_bias).
+
+    Only those that are on: a zero penalty would still cost a pass over the weights per batch.
+    """
+    bias = bool(options.get("regularize_bias"))
+    return [cls(lam, include_bias=bias) for cls, lam in ((L1, options.get("l1")), (L2, options.get("l2"))) if lam]

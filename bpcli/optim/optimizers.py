@@ -19,6 +19,10 @@ operations (``out=`` and in-place ufuncs, no Python loop over layers).
   count as the 0-d int64 array "step". ``load_state_dict`` restores them
   exactly, so a resumed run is bit-for-bit the run that never stopped.
 * The learning rate is not a hyperparameter: the schedule gives it each step.
+* Hyperparameters are trusted: the config schema has checked their ranges
+  (config/schema.py OPTION_SPECS) and the rules between them, which a class
+  states in ``option_problems`` (SGD: nesterov needs momentum), before any
+  optimizer is built.
 * ``update`` states the rule in plain text for ``bpcli explain``: (condition,
   line) pairs, where p is the flat parameter vector, g its gradient and t the
   step count from 1; a condition names attributes that must be truthy
@@ -28,14 +32,12 @@ operations (``out=`` and in-place ufuncs, no Python loop over layers).
 
 from __future__ import annotations
 
-import inspect
 import math
-import numbers
 from collections.abc import Mapping
 
 import numpy as np
 
-from bpcli.errors import CheckpointError, ConfigError, did_you_mean
+from bpcli.errors import CheckpointError
 
 
 # Updates run over chunks of this many elements: the few arrays an update touches
@@ -45,18 +47,6 @@ CHUNK = 1 << 16
 # (Sharing the chunks among threads was measured too: slower here, since the update
 # is bound by memory bandwidth, which the two cores share.)
 
-UNIT, NONNEG, POSITIVE = "a number in [0, 1)", "a number >= 0", "a number > 0"
-_RULES = {UNIT: lambda x: 0 <= x < 1, NONNEG: lambda x: x >= 0, POSITIVE: lambda x: x > 0}
-
-
-def _hp(name: str, value, allowed: str) -> float:
-    """`value` as a float if it is a finite number in the `allowed` range, else ConfigError."""
-    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
-            or not math.isfinite(value) or not _RULES[allowed](value)):
-        raise ConfigError(f"{name} must be {allowed}, got {value!r}", key=f"optimizer.{name}")
-    return float(value)
-
-
 class Optimizer:
     """Base class: lazy state, the step count and checkpointing; subclasses write `_update`."""
 
@@ -64,10 +54,15 @@ class Optimizer:
     update: tuple[tuple[str, str], ...] = ()
 
     def __init__(self, weight_decay: float = 0.0):
-        self.weight_decay = _hp("weight_decay", weight_decay, NONNEG)
+        self.weight_decay = float(weight_decay)
         self.t = 0                      # steps taken; Adam's bias correction uses it
         self.state: dict[str, np.ndarray] = {}
         self._tmp: np.ndarray | None = None  # scratch buffer, reused, not state
+
+    @classmethod
+    def option_problems(cls, options: dict) -> list[tuple[str, str]]:
+        """(option, message) for each rule between options that a range cannot say; read by the config schema."""
+        return []
 
     def step(self, params: np.ndarray, grads: np.ndarray, lr: float) -> float:
         """Update `params` in place from `grads` (which is overwritten: see module doc).
@@ -155,14 +150,14 @@ class SGD(Optimizer):
 
     def __init__(self, momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0):
         super().__init__(weight_decay)
-        self.momentum = _hp("momentum", momentum, UNIT)
-        if not isinstance(nesterov, (bool, np.bool_)):
-            raise ConfigError(f"nesterov must be true or false, got {nesterov!r}",
-                              key="optimizer.nesterov")
-        if nesterov and not self.momentum:
-            raise ConfigError("nesterov requires momentum > 0", key="optimizer.nesterov")
-        self.nesterov = bool(nesterov)
+        self.momentum, self.nesterov = float(momentum), bool(nesterov)
         self.state_names = ("momentum_buffer",) if self.momentum else ()
+
+    @classmethod
+    def option_problems(cls, options):
+        if options.get("nesterov") and not options.get("momentum"):
+            return [("nesterov", "nesterov requires momentum > 0")]
+        return []
 
     def _update(self, p, g, state, tmp, lr, c):
         self._decay(p, g, tmp, c)
@@ -194,9 +189,7 @@ class Adagrad(Optimizer):
     def __init__(self, eps: float = 1e-10, weight_decay: float = 0.0,
                  initial_accumulator_value: float = 0.0):
         super().__init__(weight_decay)
-        self.eps = _hp("eps", eps, POSITIVE)
-        self.initial_accumulator_value = _hp("initial_accumulator_value",
-                                             initial_accumulator_value, NONNEG)
+        self.eps, self.initial_accumulator_value = float(eps), float(initial_accumulator_value)
 
     def _fresh_state(self, p):
         return {"sum": np.full(p.shape, self.initial_accumulator_value, dtype=p.dtype)}
@@ -225,9 +218,7 @@ class RMSprop(Optimizer):
     def __init__(self, alpha: float = 0.99, eps: float = 1e-8, momentum: float = 0.0,
                  weight_decay: float = 0.0):
         super().__init__(weight_decay)
-        self.alpha = _hp("alpha", alpha, UNIT)
-        self.eps = _hp("eps", eps, POSITIVE)
-        self.momentum = _hp("momentum", momentum, UNIT)
+        self.alpha, self.eps, self.momentum = float(alpha), float(eps), float(momentum)
         self.state_names = ("square_avg", "momentum_buffer") if self.momentum else ("square_avg",)
 
     def _update(self, p, g, state, tmp, lr, c):
@@ -265,8 +256,7 @@ class Adam(Optimizer):
     def __init__(self, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
                  weight_decay: float = 0.0):
         super().__init__(weight_decay)
-        self.beta1, self.beta2 = _hp("beta1", beta1, UNIT), _hp("beta2", beta2, UNIT)
-        self.eps = _hp("eps", eps, POSITIVE)
+        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
 
     def _update(self, p, g, state, tmp, lr, c):
         b1, b2 = self.beta1, self.beta2
@@ -303,41 +293,10 @@ class AdamW(Adam):
         super().__init__(beta1, beta2, eps, weight_decay)
 
 
-def global_norm(grads: np.ndarray) -> float:
-    """The L2 norm of the whole flat gradient: sqrt(g . g), one BLAS pass."""
-    return math.sqrt(float(np.vdot(grads, grads)))
-
-
-def clip_grad_norm(grads: np.ndarray, max_norm: float) -> float:
-    """Scale grads in place so their norm is <= max_norm; return the norm before clipping."""
-    max_norm = _hp("clip_grad_norm", max_norm, POSITIVE)
-    norm = global_norm(grads)
-    if norm > max_norm:
-        grads *= grads.dtype.type(max_norm / (norm + 1e-6))   # PyTorch's clip_grad_norm_
-    return norm
-
-
-def clip_grad_value(grads: np.ndarray, clip_value: float) -> None:
-    """Clip each gradient coordinate in place to [-clip_value, clip_value]."""
-    c = grads.dtype.type(_hp("clip_grad_value", clip_value, POSITIVE))
-    np.clip(grads, -c, c, out=grads)
-
-
 OPTIMIZERS = {"sgd": SGD, "adagrad": Adagrad, "rmsprop": RMSprop, "adam": Adam, "adamw": AdamW}
 
 
 
 def build_optimizer(name: str, **hyperparams) -> Optimizer:
-    """The optimizer `name` (a key of OPTIMIZERS) with the given hyperparameters, from config."""
-    cls = OPTIMIZERS.get(str(name).lower())
-    if cls is None:
-        raise ConfigError(f"unknown optimizer {name!r}; allowed: {', '.join(OPTIMIZERS)}."
-                          f"{did_you_mean(name, OPTIMIZERS)}", key="optimizer.name")
-    allowed = [k for k in inspect.signature(cls.__init__).parameters if k != "self"]
-    for key in hyperparams:
-        if key not in allowed:
-            hint = (" The learning rate comes from the schedule." if key == "lr"
-                    else did_you_mean(key, allowed))
-            raise ConfigError(f"unknown hyperparameter {key!r} for {name}; allowed: {', '.join(allowed)}.{hint}",
-                              key=f"optimizer.{key}")
-    return cls(**hyperparams)
+    """The optimizer `name` (a key of OPTIMIZERS) with hyperparameters the config schema has checked."""
+    return OPTIMIZERS[name](**hyperparams)

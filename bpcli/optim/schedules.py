@@ -19,42 +19,25 @@ from __future__ import annotations
 
 import inspect
 import math
-import numbers
 
 import numpy as np
 
-from bpcli.errors import CheckpointError, ConfigError, did_you_mean
-
-
-def _fail(name: str, allowed: str, value) -> None:
-    raise ConfigError(f"{name} must be {allowed}, got {value!r}", key=f"schedule.{name}")
-
-
-def _real(name: str, value, ok, allowed: str) -> float:
-    """`value` as a float if it is a finite number with ok(value), else ConfigError."""
-    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
-            or not math.isfinite(value) or not ok(value)):
-        _fail(name, allowed, value)
-    return float(value)
-
-
-def _count(name: str, value, least: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
-        _fail(name, f"an integer >= {least}", value)
-    return int(value)
-
+from bpcli.errors import CheckpointError
 
 
 class Schedule:
     """Base: the base lr, the epoch length and the warmup factor every schedule shares."""
 
     def __init__(self, lr: float, steps_per_epoch: int = 1, warmup_epochs: float = 0.0):
-        self.lr = _real("lr", lr, lambda x: x > 0, "a number > 0")
-        self.steps_per_epoch = _count("steps_per_epoch", steps_per_epoch, 1)
-        self.warmup_epochs = _real("warmup_epochs", warmup_epochs, lambda x: x >= 0,
-                                   "a number of epochs >= 0")
+        self.lr, self.steps_per_epoch, self.warmup_epochs = float(lr), int(steps_per_epoch), float(warmup_epochs)
         self.warmup_steps = (max(1, round(self.warmup_epochs * self.steps_per_epoch))
                              if self.warmup_epochs > 0 else 0)
+
+    @classmethod
+    def option_problems(cls, options: dict, context: dict) -> list[tuple[str, str]]:
+        """(option, message) for each rule that ties an option to another or to the rest of the config
+        (`context`: lr, epochs); read by the config schema, so a schedule is only ever built from valid options."""
+        return _min_lr_problems(options, context) if "min_lr" in options else []
 
     def __call__(self, step: int) -> float:
         lr = self._base(step)
@@ -88,8 +71,7 @@ class StepDecay(Schedule):
     def __init__(self, lr: float, step_size: int, gamma: float = 0.1,
                  steps_per_epoch: int = 1, warmup_epochs: float = 0.0):
         super().__init__(lr, steps_per_epoch, warmup_epochs)
-        self.step_size = _count("step_size", step_size, 1)
-        self.gamma = _real("gamma", gamma, lambda x: 0 < x <= 1, "a number in (0, 1]")
+        self.step_size, self.gamma = int(step_size), float(gamma)
 
     def _base(self, step):
         return self.lr * self.gamma ** (self.epoch(step) // self.step_size)
@@ -101,7 +83,7 @@ class Exponential(Schedule):
     def __init__(self, lr: float, gamma: float, steps_per_epoch: int = 1,
                  warmup_epochs: float = 0.0):
         super().__init__(lr, steps_per_epoch, warmup_epochs)
-        self.gamma = _real("gamma", gamma, lambda x: 0 < x <= 1, "a number in (0, 1]")
+        self.gamma = float(gamma)
 
     def _base(self, step):
         return self.lr * self.gamma ** self.epoch(step)
@@ -113,12 +95,16 @@ class Cosine(Schedule):
     def __init__(self, lr: float, epochs: int, min_lr: float = 0.0, steps_per_epoch: int = 1,
                  warmup_epochs: float = 0.0):
         super().__init__(lr, steps_per_epoch, warmup_epochs)
-        self.epochs = _count("epochs", epochs, 1)
-        self.min_lr = _real("min_lr", min_lr, lambda x: 0 <= x <= self.lr,
-                            f"a number in [0, lr={self.lr:g}]")
-        if self.warmup_epochs > self.epochs:
-            _fail("warmup_epochs", f"at most epochs={self.epochs}", warmup_epochs)
+        self.epochs, self.min_lr = int(epochs), float(min_lr)
         self.total_steps = self.epochs * self.steps_per_epoch
+
+    @classmethod
+    def option_problems(cls, options, context):
+        problems = _min_lr_problems(options, context)
+        if options.get("warmup_epochs", 0) > context["epochs"]:
+            problems.append(("warmup_epochs", f"warmup_epochs must be at most epochs={context['epochs']}, "
+                                              f"got {options['warmup_epochs']!r}"))
+        return problems
 
     def _base(self, step):
         w = self.warmup_steps
@@ -138,16 +124,8 @@ class ReduceOnPlateau(Schedule):
                  min_delta: float = 0.0, cooldown: int = 0, min_lr: float = 0.0,
                  steps_per_epoch: int = 1, warmup_epochs: float = 0.0):
         super().__init__(lr, steps_per_epoch, warmup_epochs)
-        if mode not in ("min", "max"):
-            raise ConfigError(f"mode must be 'min' or 'max', got {mode!r}.{did_you_mean(mode, ('min', 'max'))}",
-                              key="schedule.mode")
-        self.mode = mode
-        self.factor = _real("factor", factor, lambda x: 0 < x < 1, "a number in (0, 1)")
-        self.patience = _count("patience", patience, 0)
-        self.min_delta = _real("min_delta", min_delta, lambda x: x >= 0, "a number >= 0")
-        self.cooldown = _count("cooldown", cooldown, 0)
-        self.min_lr = _real("min_lr", min_lr, lambda x: 0 <= x <= self.lr,
-                            f"a number in [0, lr={self.lr:g}]")
+        self.mode, self.factor, self.min_delta, self.min_lr = mode, float(factor), float(min_delta), float(min_lr)
+        self.patience, self.cooldown = int(patience), int(cooldown)
         self.best = math.inf if mode == "min" else -math.inf
         self.num_bad_epochs = 0
         self.cooldown_counter = 0
@@ -199,23 +177,28 @@ class ReduceOnPlateau(Schedule):
         for k, v in restored.items():
             setattr(self, k, v)
 
+def _min_lr_problems(options: dict, context: dict) -> list[tuple[str, str]]:
+    if options.get("min_lr", 0.0) > context["lr"]:
+        return [("min_lr", f"min_lr must be a number in [0, lr={context['lr']:g}], got {options['min_lr']!r}")]
+    return []
+
+
 SCHEDULES = {"constant": Constant, "step": StepDecay, "exponential": Exponential,
              "cosine": Cosine, "reduce_on_plateau": ReduceOnPlateau}
+# What a schedule may take from elsewhere in the config, never from its own section.
+CONTEXT = ("lr", "steps_per_epoch", "epochs", "mode")
 
 
 def build_schedule(name: str, **kwargs) -> Schedule:
-    """The schedule `name` (a key of SCHEDULES) with the given arguments, from config."""
-    cls = SCHEDULES.get(str(name).lower())
-    if cls is None:
-        raise ConfigError(f"unknown schedule {name!r}; allowed: {', '.join(SCHEDULES)}."
-                          f"{did_you_mean(name, SCHEDULES)}", key="schedule.name")
-    params = {k: p for k, p in inspect.signature(cls.__init__).parameters.items() if k != "self"}
-    for key in kwargs:
-        if key not in params:
-            raise ConfigError(f"unknown argument {key!r} for the {name} schedule; allowed: {', '.join(params)}."
-                              f"{did_you_mean(key, params)}", key=f"schedule.{key}")
-    for key, p in params.items():
-        if p.default is p.empty and key not in kwargs:
-            raise ConfigError(f"the {name} schedule needs {key!r}; its arguments: "
-                              f"{', '.join(params)}", key=f"schedule.{key}")
-    return cls(**kwargs)
+    """The schedule `name` (a key of SCHEDULES) with arguments the config schema has checked."""
+    return SCHEDULES[name](**kwargs)
+
+
+def schedule_from_config(options: dict, *, lr: float, steps_per_epoch: int, epochs: int, mode: str) -> Schedule:
+    """The schedule a config's `schedule` section names, with its own options (None: the default) and
+    what it takes from elsewhere in the config: lr, the epoch length, epochs, the monitor's mode."""
+    cls = SCHEDULES[options["name"]]
+    context = {"lr": lr, "steps_per_epoch": steps_per_epoch, "epochs": epochs, "mode": mode}
+    takes = inspect.signature(cls.__init__).parameters
+    own = {k: v for k, v in options.items() if k != "name" and v is not None}
+    return cls(**own, **{k: v for k, v in context.items() if k in takes})

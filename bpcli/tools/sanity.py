@@ -27,8 +27,10 @@ import numpy as np
 
 from bpcli.nn.losses import MAE, MSE, BinaryCrossEntropy, CrossEntropy, Huber, Loss
 from bpcli.data.preprocessing import Prepared
-from bpcli.training.run import prepare_data
-from bpcli.training.trainer import Parts, build_parts, epoch_order, evaluate, predict_logits, train_step
+from bpcli.config.sections import Config, resolved_dict
+from bpcli.training.run import as_config, prepare_data
+from bpcli.training.step import Clipping, Parts, build_parts, epoch_order, train_step
+from bpcli.training.trainer import evaluate, predict_logits
 
 INITIAL_EXAMPLES = 2048         # the initial loss is a mean over this many: its sampling error is ~0.01 nats
 L2_VALUES = (0.0, 1e-2, 1e-1)
@@ -50,12 +52,14 @@ class Check:
     values: dict = field(default_factory=dict)
 
 
-def sanity_check(cfg: dict, data_dir: str | None = None, on_progress=None) -> list[Check]:
+def sanity_check(config: Config | dict, data_dir: str | None = None, on_progress=None) -> list[Check]:
     """Load the data the run would train on (failing as `bpcli train` would) and run every check."""
-    return run_checks(cfg, prepare_data(cfg, data_dir, on_progress))
+    return run_checks(config, prepare_data(config, data_dir, on_progress))
 
 
-def run_checks(cfg: dict, data: Prepared) -> list[Check]:
+def run_checks(config: Config | dict, data: Prepared) -> list[Check]:
+    """The checks read and vary the resolved config as data (each variant is validated again when built)."""
+    cfg = resolved_dict(as_config(config))
     with np.errstate(over="ignore", invalid="ignore"):  # a broken setup must fail its check, not warn
         return [check_initial_loss(cfg, data), check_l2_penalty(cfg, data), check_overfit(cfg, data)]
 
@@ -141,7 +145,7 @@ def check_l2_penalty(cfg: dict, data: Prepared) -> Check:
     for lam in L2_VALUES:
         changed = copy.deepcopy(cfg)
         changed["loss"]["l2"] = lam
-        totals.append(train_step(fresh_parts(changed, len(x), data.input_dim), x, y, 0.0, {})[0])
+        totals.append(train_step(fresh_parts(changed, len(x), data.input_dim), x, y, 0.0)[0])
     rising = all(math.isfinite(a) and a < b for a, b in pairwise(totals))
     return Check("l2 in the loss", rising, " → ".join(f"{total:.4g}" for total in totals),
                  f"rising (l2 {', '.join(f'{lam:g}' for lam in L2_VALUES)})",
@@ -190,7 +194,7 @@ def train_epochs(parts: Parts, x, y, cfg: dict):
     run's length; a non-finite loss yields a NaN evaluation and ends training.
     """
     seed, lr, training = cfg["training"]["seed"], cfg["optimizer"]["lr"], cfg["training"]
-    clip = {"norm": training.get("clip_grad_norm"), "value": training.get("clip_grad_value")}
+    clip = Clipping(training["clip_grad_norm"], training["clip_grad_value"])
     batch, steps = min(cfg["data"]["batch_size"], len(x)), 0
     for epoch in range(1, OVERFIT_EPOCHS + 1):
         order = epoch_order(seed, epoch - 1, len(x))
@@ -247,8 +251,8 @@ def check_overfit(cfg: dict, data: Prepared) -> Check:
 
 def fresh_parts(cfg: dict, n_train: int, input_dim: int) -> Parts:
     """Model, loss, penalties and optimizer exactly as a run of this config starts them."""
-    batch = min(cfg["data"]["batch_size"], n_train)
-    return build_parts(cfg, input_dim, -(-n_train // batch))
+    config = as_config(cfg)
+    return build_parts(config, input_dim, config.data.steps_per_epoch(n_train))
 
 
 def rms(a) -> float:

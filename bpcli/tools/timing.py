@@ -87,13 +87,13 @@ def time_config(parts, x_train: np.ndarray, y_train: np.ndarray, batch_size: int
 
     x_train needs only one batch of rows; n_train is the size of the training set an epoch covers.
     """
-    from bpcli.training.trainer import train_step
+    from bpcli.training.step import train_step
 
     model, n = parts.model, n_train
     batch = min(batch_size, n, len(x_train))
     x, y = x_train[:batch], y_train[:batch]
     layers = time_layers(model, x, repeats)
-    step = _median_ms(lambda: train_step(parts, x, y, 1e-9, {}), repeats)
+    step = _median_ms(lambda: train_step(parts, x, y, 1e-9), repeats)
     gemm_batch = _median_ms(BareGemms(dense_sizes(model), batch, batch).epoch, repeats)  # one batch's GEMMs
     batches = math.ceil(n / batch)
     return {"batch_size": batch, "layers": layers, "batch_ms": step, "samples_per_second": batch / step * 1e3,

@@ -1,17 +1,21 @@
 """Callbacks: what happens around the training loop without being the loop.
 
-Contract (Keras's hooks): on_train_begin(trainer), on_batch_end(trainer),
-on_epoch_end(trainer, row), on_train_end(trainer, summary); state_dict() and
-load_state_dict() hold whatever a resumed run needs. `row` is the epoch's
-metrics: epoch, train_loss, train_accuracy, val_loss, val_accuracy, lr,
-grad_norm, seconds. They run in list order: early stopping first (it decides
-what "best" is), then checkpoints, logs and progress.
+Contract (Keras's hooks, all called by the Trainer, in list order):
 
-Early stopping semantics, in one place: an epoch improves on the best when the
-monitored value is strictly below best - min_delta (mode min) or strictly above
-best + min_delta (mode max); min_delta is absolute. Patience counts epochs:
-training stops after `patience` consecutive epochs without improvement. With
-restore_best the final model is the best epoch's, however the run ends.
+    on_train_begin(loop)               before the first batch (also of a resumed run)
+    on_batch_begin(loop)               before each batch's forward pass
+    on_gradients(loop, dtheta)         between backward and clipping: the gradients as backprop made them
+    on_batch_end(loop)                 after the optimizer step
+    on_epoch_end(loop, row)            `row`: epoch, train_loss, train_accuracy, val_loss, val_accuracy,
+                                       lr, grad_norm, seconds
+    on_train_end(loop, summary)        however the run ends (completed, stopped, interrupted, diverged)
+    state_dict() / load_state_dict()   whatever a resumed run needs, kept in checkpoints
+
+`loop` is a LoopView: a callback reads the loop's state through it (epoch,
+batch, history, the model's weights, the monitored best) and asks for actions
+(`request_stop`); it never reaches into the Trainer. Early stopping comes
+first in the list (it decides whether this epoch is the last), then
+diagnostics, checkpoints, logs and progress.
 """
 
 from __future__ import annotations
@@ -20,24 +24,25 @@ import csv
 import io
 import json
 import math
-import os
 import time
-from pathlib import Path
 
-import numpy as np
-
-from bpcli.fileio import atomic_write_bytes, write_error
-from bpcli.nn.metrics import resolve_mode
+from bpcli.fileio import append_text, write_file
+from bpcli.training.checkpoint import save_checkpoint
+from bpcli.training.rundir import RunDir
 
 
 class Callback:
-    def on_train_begin(self, trainer) -> None: ...
+    def on_train_begin(self, loop) -> None: ...
 
-    def on_batch_end(self, trainer) -> None: ...
+    def on_batch_begin(self, loop) -> None: ...
 
-    def on_epoch_end(self, trainer, row: dict) -> None: ...
+    def on_gradients(self, loop, dtheta) -> None: ...
 
-    def on_train_end(self, trainer, summary: dict) -> None: ...
+    def on_batch_end(self, loop) -> None: ...
+
+    def on_epoch_end(self, loop, row: dict) -> None: ...
+
+    def on_train_end(self, loop, summary: dict) -> None: ...
 
     def state_dict(self) -> dict:
         return {}
@@ -45,62 +50,64 @@ class Callback:
     def load_state_dict(self, state: dict) -> None: ...
 
 
-class EarlyStopping(Callback):
-    """Tracks the best epoch of the monitored metric; stops after `patience` epochs without improvement.
+class LoopView:
+    """What a callback may see of the training loop, and the one thing it may ask of it: to stop."""
 
-    With patience None it only tracks the best (for the best checkpoint and
-    restore_best). The best weights (theta and buffers) are copied when they
-    improve, so they can be restored however the run ends.
+    def __init__(self, trainer):
+        self._trainer = trainer
+
+    epoch = property(lambda self: self._trainer.epoch, doc="Epochs completed.")
+    batch = property(lambda self: self._trainer.batch, doc="Batches completed in the current epoch.")
+    step = property(lambda self: self._trainer.step, doc="Optimizer steps taken.")
+    epochs = property(lambda self: self._trainer.epochs, doc="Epochs the run is set to train.")
+    batches_per_epoch = property(lambda self: self._trainer.batches_per_epoch)
+    base_lr = property(lambda self: self._trainer.base_lr, doc="optimizer.lr, before the schedule.")
+    model = property(lambda self: self._trainer.parts.model, doc="The model, to read (diagnostics).")
+    monitor = property(lambda self: self._trainer.monitor, doc="The monitored metric's best epoch and weights.")
+    stop_reason = property(lambda self: self._trainer.stop_reason, doc="Why training ends, once it is decided.")
+    interrupted = property(lambda self: self._trainer.stop.signum is not None, doc="Ctrl-C or SIGTERM arrived.")
+
+    @property
+    def history(self) -> tuple[dict, ...]:
+        return tuple(self._trainer.history)
+
+    def metric_columns(self) -> list[str]:
+        return self._trainer.metric_columns()
+
+    def live_stats(self) -> dict:
+        """The unfinished epoch so far: loss, accuracy (classification), lr."""
+        return self._trainer.live_stats()
+
+    def checkpoint(self, kind: str, weights: dict | None = None) -> tuple[dict, dict]:
+        """(tensors, meta) of a checkpoint of the current state, with `weights` instead of the model's if given."""
+        return self._trainer.checkpoint(kind, weights)
+
+    def request_stop(self, reason: str) -> None:
+        """End training after this epoch (the first reason given is the one reported)."""
+        self._trainer.stop_reason = self._trainer.stop_reason or reason
+
+
+class EarlyStopping(Callback):
+    """Stops after `patience` consecutive epochs in which the monitored metric did not improve.
+
+    What counts as an improvement (min_delta, mode) is the Monitor's; this only counts the bad epochs.
     """
 
-    def __init__(self, monitor: str = "val_loss", mode: str = "auto", patience: int | None = None,
-                 min_delta: float = 0.0, restore_best: bool = True):
-        self.monitor, self.mode = monitor, resolve_mode(monitor, mode)
-        self.patience, self.min_delta, self.restore_best = patience, min_delta, restore_best
-        self.best, self.best_epoch, self.bad_epochs = None, 0, 0
-        self.improved = False
-        self.best_weights: dict[str, np.ndarray] | None = None
+    def __init__(self, patience: int):
+        self.patience, self.bad_epochs = patience, 0
 
-    def is_improvement(self, value: float) -> bool:
-        if value is None or not np.isfinite(value):
-            return False
-        if self.best is None:
-            return True
-        if self.mode == "min":
-            return value < self.best - self.min_delta
-        return value > self.best + self.min_delta
-
-    def update(self, value: float, epoch: int) -> bool:
-        """Record one epoch's value; returns whether training should stop."""
-        self.improved = self.is_improvement(value)
-        if self.improved:
-            self.best, self.best_epoch, self.bad_epochs = float(value), epoch, 0
-        else:
-            self.bad_epochs += 1
-        return self.patience is not None and self.bad_epochs >= self.patience
-
-    def on_epoch_end(self, trainer, row):
-        if self.update(row.get(self.monitor), row["epoch"]):
-            trainer.stop_reason = (f"early stopping: {self.monitor} did not improve for {self.patience} epochs "
-                                   f"(best {self.best:.6g} at epoch {self.best_epoch})")
-        if self.improved:
-            self.best_weights = trainer.weights()
-
-    def restore(self, trainer) -> bool:
-        """Put the best weights back into the model; returns whether it did."""
-        if not (self.restore_best and self.best_weights):
-            return False
-        trainer.set_weights(self.best_weights)
-        return True
+    def on_epoch_end(self, loop, row):
+        monitor = loop.monitor
+        self.bad_epochs = 0 if monitor.improved else self.bad_epochs + 1
+        if self.bad_epochs >= self.patience:
+            loop.request_stop(f"early stopping: {monitor.metric} did not improve for {self.patience} epochs "
+                              f"(best {monitor.best:.6g} at epoch {monitor.best_epoch})")
 
     def state_dict(self):
-        return {"best": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
+        return {"bad_epochs": self.bad_epochs}
 
     def load_state_dict(self, state):
-        self.best, self.best_epoch, self.bad_epochs = state["best"], state["best_epoch"], state["bad_epochs"]
-
-
-LAST, PREVIOUS = "last.safetensors", "last.prev.safetensors"
+        self.bad_epochs = state.get("bad_epochs", 0)
 
 
 class CheckpointCallback(Callback):
@@ -112,25 +119,34 @@ class CheckpointCallback(Callback):
     always after the final epoch, so a run of thousands of tiny epochs does not
     spend its time writing files. Nothing is lost by waiting: a run resumed from
     an older `last` redoes those epochs and ends bit for bit the same. `best`
-    is written from the tracker's copy of the best weights, so it is never stale.
+    is written from the monitor's copy of the best weights, so it is never stale.
     """
 
-    def __init__(self, folder: Path, tracker: EarlyStopping, every: int = 0, keep: int = 3, interval: float = 1.0):
-        self.folder, self.tracker, self.every, self.keep, self.interval = Path(folder), tracker, every, keep, interval
+    def __init__(self, run: RunDir, every: int = 0, keep: int = 3, interval: float = 1.0):
+        self.run, self.every, self.keep, self.interval = run, every, keep, interval
         self.last_save, self.best_saved = -math.inf, None
 
-    def on_epoch_end(self, trainer, row):
-        final = trainer.epoch >= trainer.epochs or trainer.stop_reason is not None
+    def on_epoch_end(self, loop, row):
+        final = loop.epoch >= loop.epochs or loop.stop_reason is not None
         if final or time.monotonic() - self.last_save >= self.interval:
-            trainer.save_checkpoint(self.folder / LAST, "last", backup=self.folder / PREVIOUS)
-            self.last_save = time.monotonic()
-            if self.tracker.best_weights is not None and self.best_saved != self.tracker.best_epoch:
-                trainer.save_checkpoint(self.folder / "best.safetensors", "best", self.tracker.best_weights)
-                self.best_saved = self.tracker.best_epoch
+            self.save_last(loop)
+            monitor = loop.monitor
+            if monitor.weights is not None and self.best_saved != monitor.best_epoch:
+                save_checkpoint(self.run.best, *loop.checkpoint("best", monitor.weights))
+                self.best_saved = monitor.best_epoch
         if self.every and row["epoch"] % self.every == 0:
-            trainer.save_checkpoint(self.folder / f"epoch-{row['epoch']:04d}.safetensors", "epoch")
-            for old in sorted(self.folder.glob("epoch-*.safetensors"))[:-self.keep]:
+            save_checkpoint(self.run.epoch_checkpoint(row["epoch"]), *loop.checkpoint("epoch"))
+            for old in self.run.epoch_checkpoints()[:-self.keep]:
                 old.unlink(missing_ok=True)
+
+    def on_train_end(self, loop, summary):
+        if loop.interrupted:   # mid-epoch: the partial sums and the batch count resume it exactly
+            self.save_last(loop)
+
+    def save_last(self, loop) -> None:
+        """The resumable state now (also mid-epoch, when a run is interrupted)."""
+        save_checkpoint(self.run.last, *loop.checkpoint("last"), backup=self.run.last_prev)
+        self.last_save = time.monotonic()
 
 
 class MetricsLogger(Callback):
@@ -141,96 +157,28 @@ class MetricsLogger(Callback):
     whatever state a crash left the files in.
     """
 
-    def __init__(self, folder: Path):
-        self.csv_path, self.jsonl_path = Path(folder) / "metrics.csv", Path(folder) / "metrics.jsonl"
+    def __init__(self, run: RunDir):
+        self.run = run
         self.columns: list[str] = []
 
-    def on_train_begin(self, trainer):
-        self.columns = trainer.metric_columns()
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, self.columns, lineterminator="\n")
+    def on_train_begin(self, loop):
+        self.columns = loop.metric_columns()
+        write_file(self.run.metrics_csv, csv_rows(loop.history, self.columns, header=True), "log")
+        write_file(self.run.metrics_jsonl, jsonl_rows(loop.history), "log")
+
+    def on_epoch_end(self, loop, row):
+        append_text(self.run.metrics_csv, csv_rows([row], self.columns))
+        append_text(self.run.metrics_jsonl, jsonl_rows([row]))
+
+
+def csv_rows(rows, columns: list[str], header: bool = False) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, columns, lineterminator="\n")
+    if header:
         writer.writeheader()
-        writer.writerows(trainer.history)
-        write_log(self.csv_path, buffer.getvalue(), atomic=True)
-        write_log(self.jsonl_path, "".join(json.dumps(r) + "\n" for r in trainer.history), atomic=True)
-
-    def on_epoch_end(self, trainer, row):
-        buffer = io.StringIO()
-        csv.DictWriter(buffer, self.columns, lineterminator="\n").writerow(row)
-        write_log(self.csv_path, buffer.getvalue())
-        write_log(self.jsonl_path, json.dumps(row) + "\n")
+    writer.writerows(rows)
+    return buffer.getvalue()
 
 
-def write_log(path: Path, text: str, atomic: bool = False) -> None:
-    """Append to a log and sync it; or (atomic) replace it whole, so a crash leaves the old or the new file."""
-    try:
-        if atomic:
-            atomic_write_bytes(path, text.encode())
-            return
-        with open(path, "a") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as error:
-        raise write_error(path, error, "log") from None
-
-
-SHORT_NAMES = {"train_loss": "loss", "train_accuracy": "acc", "val_loss": "val_loss", "val_accuracy": "val_acc"}
-
-
-def format_row(row: dict, epochs: int) -> str:
-    """One line per epoch, short enough for an 100-column terminal: the figures of metrics.csv."""
-    parts = [f"epoch {row['epoch']}/{epochs}"]
-    for key, short in SHORT_NAMES.items():
-        if row.get(key) is not None:
-            parts.append(f"{short} {row[key]:.2%}" if "accuracy" in key else f"{short} {row[key]:.4f}")
-    parts.append(f"lr {row['lr']:.3g}  grad {row['grad_norm']:.3g}  {row['seconds']:.1f}s")
-    return "  ".join(parts)
-
-
-class PlainProgress(Callback):
-    """One line per epoch on stderr: for logs, pipes and CI (no cursor or colour codes)."""
-
-    def __init__(self, stream):
-        self.stream = stream
-
-    def on_epoch_end(self, trainer, row):
-        print(format_row(row, trainer.epochs), file=self.stream, flush=True)
-
-
-class RichProgress(Callback):
-    """An epoch bar and a batch bar with live loss, accuracy and learning rate, plus a line per epoch.
-
-    The batch bar is refreshed at most ten times a second, so a fast epoch of
-    thousands of small batches does not pay for drawing.
-    """
-
-    def __init__(self, console):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeRemainingColumn(), TextColumn("{task.fields[stats]}"), console=console,
-                                 transient=True)
-        self.last_draw = 0.0
-
-    def on_train_begin(self, trainer):
-        self.progress.start()
-        self.epoch_task = self.progress.add_task("epochs", total=trainer.epochs, completed=trainer.epoch, stats="")
-        self.batch_task = self.progress.add_task("batches", total=trainer.batches_per_epoch, stats="")
-
-    def on_batch_end(self, trainer):
-        now = time.monotonic()
-        if now - self.last_draw < 0.1:
-            return
-        self.last_draw = now
-        live = trainer.live_stats()
-        stats = f"loss {live['loss']:.4f}" + (f"  acc {live['accuracy']:.2%}" if "accuracy" in live else "")
-        self.progress.update(self.batch_task, completed=trainer.batch, stats=f"{stats}  lr {live['lr']:.3g}")
-
-    def on_epoch_end(self, trainer, row):
-        self.progress.update(self.epoch_task, completed=row["epoch"])
-        self.progress.reset(self.batch_task, total=trainer.batches_per_epoch, stats="")
-        self.progress.console.print(format_row(row, trainer.epochs), soft_wrap=True)
-
-    def on_train_end(self, trainer, summary):
-        self.progress.stop()
+def jsonl_rows(rows) -> str:
+    return "".join(json.dumps(r) + "\n" for r in rows)

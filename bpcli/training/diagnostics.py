@@ -23,20 +23,17 @@ writes to the model, so a run gives the same weights with diagnostics on or off.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from bpcli.nn.activations import ReLU
-from bpcli.training.callbacks import Callback, write_log
-from bpcli.fileio import read_log_rows
+from bpcli.fileio import append_text, read_log_rows, write_file
+from bpcli.training.callbacks import Callback, csv_rows, jsonl_rows
+from bpcli.training.rundir import RunDir
 from bpcli.nn.layers import ActivationLayer, Dropout
-from bpcli.optim.optimizers import global_norm
+from bpcli.optim.clipping import global_norm
 
 COLUMNS = ["epoch", "layer", "type", "activation", "units", "weight_norm", "grad_norm", "update_ratio",
            "act_mean", "act_std", "dead_fraction", "saturated_fraction"]
@@ -87,30 +84,42 @@ def fresh_sums(taps: list[Tap]) -> dict:
 
 
 class LayerDiagnostics(Callback):
-    """Measures each layer while training (the Trainer calls the three batch hooks) and logs a row per layer."""
+    """Measures each layer while training (batch hooks) and logs a row per layer as each epoch ends."""
 
-    def __init__(self, folder: Path, options: dict, base_lr: float, on_warning=None):
-        self.csv_path, self.jsonl_path = Path(folder) / "layers.csv", Path(folder) / "layers.jsonl"
-        self.options, self.base_lr, self.on_warning = options, base_lr, on_warning
+    def __init__(self, run: RunDir, options: dict, on_warning=None):
+        self.csv_path, self.jsonl_path = run.layers_csv, run.layers_jsonl
+        self.options, self.on_warning = options, on_warning
         self.warnings: list[dict] = []
         self.taps: list[Tap] = []
         self.sums: dict = {}
         self.alive: list[np.ndarray | None] = []  # per tap that can die: units active in some batch so far
-        self.stride = 1
+        self.stride, self.sampled = 1, False
 
-    # -- hooks the Trainer calls around each batch ---------------------------------------------
-
-    def on_train_begin(self, trainer):
-        model = trainer.parts.model
-        self.model, self.taps = model, taps_of(model)
+    def on_train_begin(self, loop):
+        model = loop.model
+        self.model, self.taps, self.base_lr = model, taps_of(model), loop.base_lr
         self.before = np.empty_like(model.theta)
-        self.stride = max(1, trainer.batches_per_epoch // self.options["samples"])
+        self.stride = max(1, loop.batches_per_epoch // self.options["samples"])
         if self.sums:  # a resumed run: the unfinished epoch's sums and active units came with its checkpoint
             self.alive = [None if a is None else np.asarray(a, dtype=bool) for a in self.saved_alive]
             self._bind_mortal()
         else:
             self.start_epoch()
-        self._rewrite_logs(trainer.epoch)
+        self._rewrite_logs(loop.epoch)
+
+    # -- around each batch ----------------------------------------------------------------------------
+
+    def on_batch_begin(self, loop):
+        self.sampled = self.samples_batch(loop.batch)
+        if self.sampled:
+            self.before_step()
+
+    def on_gradients(self, loop, dtheta):
+        if self.sampled:
+            self.record_gradients(dtheta)
+
+    def on_batch_end(self, loop):
+        self.after_batch(self.sampled)
 
     def start_epoch(self) -> None:
         self.sums = fresh_sums(self.taps)
@@ -168,7 +177,7 @@ class LayerDiagnostics(Callback):
 
     # -- epoch end: rows, logs, warnings ------------------------------------------------------------
 
-    def on_epoch_end(self, trainer, row):
+    def on_epoch_end(self, loop, row):
         rows = self.epoch_rows(row["epoch"])
         self._append_logs(rows)
         for warning in warnings_for(rows, self.options, lr_is_full=row["lr"] >= 0.5 * self.base_lr):
@@ -177,6 +186,9 @@ class LayerDiagnostics(Callback):
                 if self.on_warning:
                     self.on_warning(warning["message"])
         self.start_epoch()
+
+    def on_train_end(self, loop, summary):
+        summary["warnings"] = list(self.warnings)
 
     def epoch_rows(self, epoch: int) -> list[dict]:
         n = max(self.sums["samples"], 1)
@@ -192,8 +204,8 @@ class LayerDiagnostics(Callback):
         return rows
 
     def _append_logs(self, rows: list[dict]) -> None:
-        write_log(self.csv_path, csv_text(rows))
-        write_log(self.jsonl_path, "".join(json.dumps(r) + "\n" for r in rows))
+        append_text(self.csv_path, csv_rows(rows, COLUMNS))
+        append_text(self.jsonl_path, jsonl_rows(rows))
 
     def _rewrite_logs(self, epochs_done: int) -> None:
         """Start the logs afresh, keeping the rows of the epochs a resumed run has already done.
@@ -202,8 +214,8 @@ class LayerDiagnostics(Callback):
         are dropped: the resumed run writes them again, with the same values.
         """
         kept = [r for r in read_log_rows(self.jsonl_path) if r["epoch"] <= epochs_done] if epochs_done else []
-        write_log(self.csv_path, csv_text(kept, header=True), atomic=True)
-        write_log(self.jsonl_path, "".join(json.dumps(r) + "\n" for r in kept), atomic=True)
+        write_file(self.csv_path, csv_rows(kept, COLUMNS, header=True), "log")
+        write_file(self.jsonl_path, jsonl_rows(kept), "log")
 
     # -- resume -------------------------------------------------------------------------------------
 
@@ -220,15 +232,6 @@ def moments(a: np.ndarray) -> tuple[float, float]:
     """mean(a) and mean(a^2) in two passes without temporaries (a.std() makes several): float64 results."""
     flat = a.reshape(-1)
     return float(flat.sum()) / flat.size, float(np.dot(flat, flat)) / flat.size  # sum is pairwise: accurate
-
-
-def csv_text(rows: list[dict], header: bool = False) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, COLUMNS, lineterminator="\n")
-    if header:
-        writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
 
 
 # -- warnings ---------------------------------------------------------------------------------------

@@ -1,112 +1,39 @@
-"""Training: from a resolved config to a trained model, one batch at a time.
+"""The training loop: epochs of batches, and everything a resume needs to continue exactly.
 
-One batch, start to finish (`train_step`):
+    for each epoch:
+        for each batch, in an order drawn from (seed, epoch):
+            callbacks.on_batch_begin
+            train_step: forward, loss, backward, (callbacks.on_gradients), clip, update
+            callbacks.on_batch_end
+        end_epoch: the metric row, validation, reduce-on-plateau, the monitored best
+        callbacks.on_epoch_end
 
-    logits         = model.forward(x, training=True)
-    loss, dlogits  = loss_fn(logits, y)              (+ weight penalties)
-    model.backward(dlogits)                          fills model.dtheta
-    dtheta        += penalty gradients; clip
-    optimizer.step(model.theta, model.dtheta, lr)    lr = schedule(step)
-
-An epoch visits the training set in an order drawn from (seed, epoch) alone,
-so a run resumed at any batch sees exactly the batches it would have seen. The
-Trainer keeps everything else a resume needs (step counts, the partial sums of
-an unfinished epoch, the metric history) and hands it to checkpoints; a
-resumed run ends with the same weights, bit for bit, as one done in one go.
+The Trainer keeps the loop's state (step counts, the partial sums of an
+unfinished epoch, the metric history, the monitored best) and hands it to
+checkpoints; a resumed run ends with the same weights, bit for bit, as one done
+in one go. Callbacks see it through a LoopView (callbacks.py).
 """
 
 from __future__ import annotations
 
-import inspect
 import math
-import signal
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from bpcli import __version__
-from bpcli.training.callbacks import Callback, EarlyStopping
-from bpcli.training.checkpoint import Checkpoint, save_checkpoint
-from bpcli.training.denormals import flush_denormals
-from bpcli.errors import CheckpointError, DivergedError, Interrupted
-from bpcli.nn.losses import LOSSES, Loss
-from bpcli.nn.metrics import count_correct, regression_metrics, resolve_mode
-from bpcli.nn.model import Model, build_model
-from bpcli.optim.optimizers import Optimizer, build_optimizer, clip_grad_norm, clip_grad_value, global_norm
+from bpcli.config.sections import Config, resolved_dict
 from bpcli.data.preprocessing import Prepared
-from bpcli.nn.regularizers import L1, L2
-from bpcli.optim.schedules import SCHEDULES, Schedule, build_schedule
-
-
-@dataclass
-class Parts:
-    """Everything one batch passes through, built from the config."""
-
-    model: Model
-    loss: Loss
-    regularizers: list
-    optimizer: Optimizer
-    schedule: Schedule
-
-
-def build_loss(loss_cfg: dict) -> Loss:
-    """The loss with the options its class takes (label_smoothing for cross_entropy, delta for huber)."""
-    cls = LOSSES[loss_cfg["name"]]
-    takes = inspect.signature(cls.__init__).parameters
-    return cls(**{k: v for k, v in loss_cfg.items() if k in takes and k != "self" and v is not None})
-
-
-def build_regularizers(loss_cfg: dict) -> list:
-    """Only the penalties that are on: a zero penalty would still cost a pass over the weights per batch."""
-    bias = bool(loss_cfg.get("regularize_bias"))
-    return [cls(lam, include_bias=bias) for cls, lam in ((L1, loss_cfg.get("l1")), (L2, loss_cfg.get("l2"))) if lam]
-
-
-def build_parts(cfg: dict, input_dim: int, steps_per_epoch: int) -> Parts:
-    model_cfg, opt_cfg = cfg["model"], dict(cfg["optimizer"])
-    model = build_model(model_cfg["layers"], input_dim, seed=cfg["training"]["seed"], dtype=model_cfg["dtype"])
-    optimizer = build_optimizer(opt_cfg.pop("name"), **{k: v for k, v in opt_cfg.items() if k != "lr"})
-    schedule = schedule_from_config(cfg, steps_per_epoch)
-    return Parts(model, build_loss(cfg["loss"]), build_regularizers(cfg["loss"]), optimizer, schedule)
-
-
-def schedule_from_config(cfg: dict, steps_per_epoch: int) -> Schedule:
-    """The schedule's own options, plus what it takes from elsewhere in the config (lr, epochs, mode)."""
-    options = {k: v for k, v in cfg["schedule"].items() if k != "name" and v is not None}
-    context = {"lr": cfg["optimizer"]["lr"], "steps_per_epoch": steps_per_epoch, "epochs": cfg["training"]["epochs"],
-               "mode": resolve_mode(cfg["training"]["monitor"], cfg["training"]["mode"])}
-    takes = inspect.signature(SCHEDULES[cfg["schedule"]["name"]].__init__).parameters
-    return build_schedule(cfg["schedule"]["name"], **options, **{k: v for k, v in context.items() if k in takes})
-
-
-def train_step(parts: Parts, x: np.ndarray, y: np.ndarray, lr: float, clip: dict,
-               on_gradients=None) -> tuple[float, np.ndarray, float]:
-    """One mini-batch: forward, loss, backward, update. Returns (loss, logits, gradient norm before clipping).
-
-    on_gradients(dtheta), if given, sees the gradients before clipping and the update (diagnostics).
-    """
-    model = parts.model
-    logits = model.forward(x, training=True)
-    value, dlogits = parts.loss(logits, y)
-    model.backward(dlogits)
-    for r in parts.regularizers:
-        value += r.penalty(model.params)
-        r.add_grad(model.params, model.grads)
-    if on_gradients is not None:
-        on_gradients(model.dtheta)
-    if not math.isfinite(value):
-        return value, logits, math.nan
-    if not (clip.get("norm") or clip.get("value")):  # the optimizer measures the norm on its way, for free
-        return value, logits, parts.optimizer.step(model.theta, model.dtheta, lr)
-    norm = clip_grad_norm(model.dtheta, clip["norm"]) if clip.get("norm") else global_norm(model.dtheta)
-    if clip.get("value"):
-        clip_grad_value(model.dtheta, clip["value"])
-    if math.isfinite(norm):
-        parts.optimizer.step(model.theta, model.dtheta, lr)
-    return value, logits, norm
+from bpcli.errors import DivergedError, Interrupted
+from bpcli.nn.metrics import count_correct, regression_metrics
+from bpcli.nn.model import Model
+from bpcli.nn.losses import Loss
+from bpcli.training.callbacks import Callback, LoopView
+from bpcli.training.checkpoint import Checkpoint
+from bpcli.training.denormals import flush_denormals
+from bpcli.training.interrupts import StopRequest
+from bpcli.training.monitor import Monitor
+from bpcli.training.step import Clipping, Parts, epoch_order, train_step
 
 
 def predict_logits(model: Model, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
@@ -129,39 +56,6 @@ def evaluate(model: Model, loss: Loss, x: np.ndarray, y: np.ndarray, batch_size:
     return result
 
 
-def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
-    """The order of the training examples in an epoch: a function of (seed, epoch) only."""
-    return np.random.default_rng([seed, 3, epoch]).permutation(n)
-
-
-class StopRequest:
-    """Set by SIGINT/SIGTERM; the loop checks it after each batch."""
-
-    def __init__(self):
-        self.signum: int | None = None
-
-
-@contextmanager
-def graceful_interrupts(stop: StopRequest):
-    """First SIGINT or SIGTERM: finish the batch, save, exit. A second Ctrl-C aborts at once.
-
-    Aborting at once is safe because every checkpoint is written atomically: the
-    last one on disk is always complete.
-    """
-
-    def request(signum, frame):
-        if stop.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        stop.signum = signum
-
-    previous = {s: signal.signal(s, request) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield stop
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
 def fresh_partial() -> dict:
     """Running sums of the unfinished epoch (kept in checkpoints, so a mid-epoch resume logs the same row)."""
     return {"loss_sum": 0.0, "count": 0, "correct": 0, "outputs": 0, "grad_norm_sum": 0.0, "batches": 0,
@@ -169,35 +63,53 @@ def fresh_partial() -> dict:
 
 
 class Trainer:
-    def __init__(self, cfg: dict, parts: Parts, data: Prepared, callbacks: list[Callback],
-                 tracker: EarlyStopping, stop: StopRequest | None = None, diagnostics=None):
-        self.cfg, self.parts, self.data, self.callbacks = cfg, parts, data, callbacks
-        self.diagnostics = diagnostics  # a LayerDiagnostics (also among the callbacks), or None
-        self.tracker, self.stop = tracker, stop or StopRequest()
-        training = cfg["training"]
-        self.epochs, self.seed = training["epochs"], training["seed"]
-        self.batch_size = min(cfg["data"]["batch_size"], len(data.x_train))
-        self.batches_per_epoch = math.ceil(len(data.x_train) / self.batch_size)
-        self.clip = {"norm": training.get("clip_grad_norm"), "value": training.get("clip_grad_value")}
+    def __init__(self, config: Config, parts: Parts, data: Prepared, callbacks: list[Callback],
+                 stop: StopRequest | None = None):
+        self.config, self.parts, self.data, self.callbacks = config, parts, data, callbacks
+        self.config_record = resolved_dict(config)   # what checkpoints carry
+        self.stop = stop or StopRequest()
+        training, n_train = config.training, len(data.x_train)
+        self.epochs, self.seed, self.base_lr = training.epochs, training.seed, config.optimizer.lr
+        self.batch_size = config.data.batch_size_for(n_train)
+        self.batches_per_epoch = config.data.steps_per_epoch(n_train)
+        self.eval_batch_size = config.data.eval_batch_size
+        self.clip = Clipping.of(config)
+        early = training.early_stopping
+        self.monitor = Monitor(training.monitor, training.monitor_mode, early.min_delta if early else 0.0)
+        self.restore_best = early.restore_best if early else True
+        self.summary: dict = {}
         self.epoch, self.step, self.batch = 0, 0, 0
         self.partial = fresh_partial()
         self.history: list[dict] = []
         self.stop_reason: str | None = None
+        self.view = LoopView(self)
 
     # -- the loop ------------------------------------------------------------
 
-    def fit(self) -> None:
-        """Train until the last epoch, early stopping, divergence or a stop request."""
-        for callback in self.callbacks:
-            callback.on_train_begin(self)
-        # A diverging loss is caught and reported in run_batch; subnormals would only slow the loop (denormals.py).
-        with np.errstate(over="ignore", invalid="ignore"), flush_denormals():
-            while self.epoch < self.epochs and not self.stop_reason:
-                self.run_epoch()
-                row = self.end_epoch()
-                for callback in self.callbacks:
-                    callback.on_epoch_end(self, row)
+    def fit(self) -> dict:
+        """Train until the last epoch, early stopping, divergence or a stop request; return the summary.
+
+        However the run ends, the callbacks hear of it (on_train_end) with the
+        summary, also kept as `self.summary`; an interrupt or a divergence is
+        then raised again for the caller to report.
+        """
+        self._notify("on_train_begin")
+        try:
+            # A diverging loss is caught and reported in run_batch; subnormals would only slow the loop.
+            with np.errstate(over="ignore", invalid="ignore"), flush_denormals():
+                while self.epoch < self.epochs and not self.stop_reason:
+                    self.run_epoch()
+                    row = self.end_epoch()
+                    self._notify("on_epoch_end", row)
+        except Interrupted:
+            self.end(evaluate_test=False)
+            raise
+        except DivergedError as error:
+            self.stop_reason = f"diverged: {error}"
+            self.end(evaluate_test=False)
+            raise
         self.stop_reason = self.stop_reason or f"completed {self.epochs} epochs"  # a resume with nothing left to do
+        return self.end(evaluate_test=True)
 
     def run_epoch(self) -> None:
         order = epoch_order(self.seed, self.epoch, len(self.data.x_train))
@@ -205,42 +117,42 @@ class Trainer:
         while self.batch < self.batches_per_epoch:
             started = time.perf_counter()
             idx = order[self.batch * self.batch_size:(self.batch + 1) * self.batch_size]
+            self._notify("on_batch_begin")
             self.run_batch(x_train[idx], y_train[idx])
             self.partial["seconds"] += time.perf_counter() - started
-            for callback in self.callbacks:
-                callback.on_batch_end(self)
+            self._notify("on_batch_end")
             if self.stop.signum is not None:
                 raise self.interrupted()
 
     def run_batch(self, x, y) -> None:
         lr = self.parts.schedule(self.step)
-        probe = self.diagnostics
-        sampled = probe is not None and probe.samples_batch(self.batch)
-        if sampled:
-            probe.before_step()
-        value, logits, norm = train_step(self.parts, x, y, lr, self.clip, probe.record_gradients if sampled else None)
-        if probe is not None:
-            probe.after_batch(sampled)
+        value, logits, norm = train_step(self.parts, x, y, lr, self.clip, self._gradients_ready)
         if not (math.isfinite(value) and math.isfinite(norm)):
             raise DivergedError(f"the loss became {'infinite or NaN' if not math.isfinite(value) else value} "
                                 f"(gradient norm {norm}) at epoch {self.epoch + 1}, batch {self.batch + 1}, "
                                 f"learning rate {lr:.3g}. Try a lower learning rate (optimizer.lr), gradient "
                                 "clipping (training.clip_grad_norm) or standardized inputs; the last good "
                                 "checkpoint is kept")
+        self._add_to_partial(value, logits, y, norm, lr)
+        self.step += 1
+        self.batch += 1
+
+    def _gradients_ready(self, dtheta: np.ndarray) -> None:
+        self._notify("on_gradients", dtheta)
+
+    def _add_to_partial(self, value: float, logits: np.ndarray, y: np.ndarray, norm: float, lr: float) -> None:
         p, kind = self.partial, self.parts.loss.kind
-        p["loss_sum"] += value * len(x)
-        p["count"] += len(x)
+        p["loss_sum"] += value * len(y)
+        p["count"] += len(y)
         p["grad_norm_sum"] += norm
         p["batches"] += 1
         p["lr"] = lr
         if kind != "regression":
             p["correct"] += count_correct(logits, y, kind)
-            p["outputs"] += logits.size if kind == "binary" else len(x)
-        self.step += 1
-        self.batch += 1
+            p["outputs"] += logits.size if kind == "binary" else len(y)
 
     def end_epoch(self) -> dict:
-        """The epoch's metric row; validation in large batches; feeds reduce-on-plateau."""
+        """The epoch's metric row; validation in large batches; feeds reduce-on-plateau and the monitor."""
         started = time.perf_counter()
         p = self.partial
         row = {"epoch": self.epoch + 1, "train_loss": p["loss_sum"] / p["count"]}
@@ -252,21 +164,52 @@ class Trainer:
         row.update(lr=p["lr"], grad_norm=p["grad_norm_sum"] / p["batches"],
                    seconds=p["seconds"] + time.perf_counter() - started)
         if hasattr(self.parts.schedule, "observe"):
-            self.parts.schedule.observe(row.get(self.cfg["training"]["monitor"], math.nan))
+            self.parts.schedule.observe(row.get(self.monitor.metric, math.nan))
+        self.monitor.update(row.get(self.monitor.metric), row["epoch"], self.parts.model.state_dict)
         self.history.append(row)
         self.epoch, self.batch, self.partial = self.epoch + 1, 0, fresh_partial()
         if self.epoch >= self.epochs:  # said before the callbacks run, so the final checkpoint records it
             self.stop_reason = f"completed {self.epochs} epochs"
         return row
 
-    @property
-    def eval_batch_size(self) -> int:
-        return self.cfg["data"]["eval_batch_size"]
+    def _notify(self, hook: str, *args) -> None:
+        for callback in self.callbacks:
+            getattr(callback, hook)(self.view, *args)
 
     def interrupted(self) -> Interrupted:
-        name = signal.Signals(self.stop.signum).name
-        self.stop_reason = f"interrupted by {name}"
-        return Interrupted(name, self.stop.signum)
+        self.stop_reason = f"interrupted by {self.stop.signal_name}"
+        return Interrupted(self.stop.signal_name, self.stop.signum)
+
+    def end(self, evaluate_test: bool) -> dict:
+        """Tell the callbacks how the run ended, restore the best weights if asked, evaluate on the test set.
+
+        The callbacks hear first, while the model still holds the weights training
+        ended with (an interrupted run's checkpoint must resume from them); a
+        callback may add what it alone knows to the summary (diagnostics: its warnings).
+        """
+        monitor, data = self.monitor, self.data
+        restored = self.restore_best and monitor.weights is not None
+        self.summary = {
+            "stopped_because": self.stop_reason,
+            "epochs_run": self.epoch,
+            "best_epoch": monitor.best_epoch or None,
+            "monitor": {"metric": monitor.metric, "mode": monitor.mode, "best": monitor.best},
+            "final_weights": f"best (epoch {monitor.best_epoch})" if restored else "last",
+            "seconds": round(sum(row["seconds"] for row in self.history), 3),
+            "val_hash": data.val_hash,
+            "data": data.info,
+            "test": None,
+            "warnings": [],
+        }
+        self._notify("on_train_end", self.summary)
+        if restored:
+            self.parts.model.load_state_dict(monitor.weights)
+        if evaluate_test and data.x_test is not None and np.isfinite(self.parts.model.theta).all():
+            self.summary["test"] = evaluate(self.parts.model, self.parts.loss, data.x_test, data.y_test,
+                                            self.eval_batch_size)
+        return self.summary
+
+    # -- what callbacks and the summary read ---------------------------------------
 
     def live_stats(self) -> dict:
         p = self.partial
@@ -283,41 +226,25 @@ class Trainer:
             columns += ["val_loss"] + (["val_accuracy"] if classify else [])
         return columns + ["lr", "grad_norm", "seconds"]
 
-    # -- weights and checkpoints ------------------------------------------------
+    # -- checkpoints ------------------------------------------------------------------------------
 
-    def weights(self) -> dict[str, np.ndarray]:
-        """A copy of the model's parameters and buffers, by name."""
-        model = self.parts.model
-        return {name: a.copy() for name, a in {**model.params, **model.buffers}.items()}
-
-    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
-        model = self.parts.model
-        targets = {**model.params, **model.buffers}
-        missing = set(targets) - set(weights)
-        if missing:
-            raise CheckpointError(f"checkpoint lacks {', '.join(sorted(missing))}: saved from another model?")
-        for name, target in targets.items():
-            if weights[name].shape != target.shape:
-                raise CheckpointError(f"checkpoint tensor {name} has shape {weights[name].shape}, "
-                                      f"the model needs {target.shape}: saved from another model?")
-            target[...] = weights[name]
-
-    def save_checkpoint(self, path: Path, kind: str, weights: dict | None = None, backup: Path | None = None) -> None:
-        """Model weights (the current ones unless given) with everything a resume needs."""
-        tensors = dict(weights) if weights is not None else self.weights()
+    def checkpoint(self, kind: str, weights: dict | None = None) -> tuple[dict, dict]:
+        """(tensors, meta): model weights (the current ones unless given) with everything a resume needs."""
+        tensors = dict(weights) if weights is not None else self.parts.model.state_dict()
         tensors.update({f"optimizer.{k}": v for k, v in self.parts.optimizer.state_dict().items()})
         tensors.update({f"preprocess.{k}": np.asarray(v) for k, v in self.data.preprocessor.state_dict().items()})
-        if self.tracker.best_weights and kind != "best":
-            tensors.update({f"best.{k}": v for k, v in self.tracker.best_weights.items()})
-        save_checkpoint(path, tensors, self.meta(kind), backup)
+        if self.monitor.weights and kind != "best":
+            tensors.update({f"best.{k}": v for k, v in self.monitor.weights.items()})
+        return tensors, self.meta(kind)
 
     def meta(self, kind: str) -> dict:
         d = self.data
-        return {"kind": kind, "bpcli_version": __version__, "config": self.cfg, "task": d.task,
+        return {"kind": kind, "bpcli_version": __version__, "config": self.config_record, "task": d.task,
                 "class_names": list(d.class_names) if d.class_names else None, "input_dim": d.input_dim,
                 "val_hash": d.val_hash, "data_info": d.info,
                 "state": {"epoch": self.epoch, "step": self.step, "batch": self.batch, "partial": self.partial,
-                          "history": self.history, "stop_reason": self.stop_reason},
+                          "history": self.history, "stop_reason": self.stop_reason,
+                          "monitor": self.monitor.state_dict()},
                 "schedule": self.parts.schedule.state_dict(),
                 "callbacks": {type(c).__name__: c.state_dict() for c in self.callbacks},
                 "dropout_rng": self.parts.model.rng.bit_generator.state}
@@ -325,13 +252,14 @@ class Trainer:
     def load_checkpoint(self, checkpoint: Checkpoint) -> None:
         """Continue exactly where the checkpoint left off."""
         meta, state = checkpoint.meta, checkpoint.meta["state"]
-        self.set_weights(checkpoint.tensors)
+        self.parts.model.load_state_dict(checkpoint.tensors)
         self.parts.optimizer.load_state_dict(checkpoint.group("optimizer"))
         self.parts.schedule.load_state_dict(meta["schedule"])
         for callback in self.callbacks:
             callback.load_state_dict(meta["callbacks"].get(type(callback).__name__, {}))
-        best = checkpoint.group("best")
-        self.tracker.best_weights = best or None
+        # Format 1 before the regroup kept the monitored best in the EarlyStopping callback's state.
+        monitor = state.get("monitor") or meta["callbacks"].get("EarlyStopping", {})
+        self.monitor.load_state_dict(monitor, checkpoint.group("best"))
         self.parts.model.rng.bit_generator.state = meta["dropout_rng"]
         self.epoch, self.step, self.batch = state["epoch"], state["step"], state["batch"]
         self.partial, self.history = state["partial"], state["history"]
