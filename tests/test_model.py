@@ -1,11 +1,15 @@
 """Model building, the flat parameter buffer, layers' modes, initializers, regularizers."""
 
+import json
+
 import numpy as np
 import pytest
 
+from bpcli.config.loading import parse_config_text
+from bpcli.config.sections import resolved_dict
 from bpcli.errors import ConfigError
 from bpcli.nn.initializers import INITIALIZERS
-from bpcli.nn.model import build_model
+from bpcli.nn.model import build_model, default_init, next_activation
 from bpcli.nn.regularizers import L1, L2
 
 SPEC = [
@@ -104,17 +108,58 @@ def test_regularizers_penalize_weights_not_biases_unless_asked():
     assert (model.grads["layers.0.bias"] == 0).all()
 
 
-@pytest.mark.parametrize("spec, key, words", [
-    ([{"type": "dense", "unit": 3}], "model.layers.0.unit", "Did you mean 'units'"),
-    ([{"type": "dense", "units": 0}], "model.layers.0.units", "positive integer"),
-    ([{"type": "dense", "units": 3, "activation": "rleu"}], "model.layers.0.activation", "Did you mean 'relu'"),
-    ([{"type": "dens", "units": 3}], "model.layers.0.type", "Did you mean 'dense'"),
-    ([{"type": "dropout", "rate": 1.5}], "model.layers.0.rate", "[0, 1)"),
-    ([{"type": "dense", "units": 3, "init": "he"}], "model.layers.0.init", "allowed:"),
-    ([{"type": "leaky_relu", "alpha": 0.1}], "model.layers.0.alpha", "allowed: slope"),
-    ([], "model.layers", "non-empty"),
+@pytest.mark.parametrize("layer, key, words", [
+    ({"type": "dense", "unit": 3}, "model.layers.0.unit", "Did you mean 'units'"),
+    ({"type": "dense", "units": 0}, "model.layers.0.units", "must be an integer >= 1"),
+    ({"type": "dense", "units": 3, "activation": "rleu"}, "model.layers.0.activation", "Did you mean 'relu'"),
+    ({"type": "dens", "units": 3}, "model.layers.0.type", "Did you mean 'dense'"),
+    ({"type": "dropout", "rate": 1.5}, "model.layers.0.rate", "[0, 1)"),
+    ({"type": "dense", "units": 3, "init": "he"}, "model.layers.0.init", "allowed:"),
+    ({"type": "leaky_relu", "alpha": 0.1}, "model.layers.0.alpha", "allowed: slope"),
 ])
-def test_bad_specs_name_the_key_and_what_is_allowed(spec, key, words):
+def test_the_schema_validates_layer_specs_once_naming_the_key_and_what_is_allowed(layer, key, words):
+    """build_model trusts its specs: the config schema is the one place that checks them."""
     with pytest.raises(ConfigError) as error:
-        build_model(spec, 4)
-    assert error.value.key == key and key in str(error.value) and words in str(error.value)
+        parse_config_text("model:\n  layers:\n    - " + json.dumps(layer) + "\n", "t.yaml")
+    assert f"{key}: " in str(error.value) and words in str(error.value)
+
+
+def test_an_unknown_layer_type_is_a_config_error_naming_the_allowed_types_not_a_dense_layer():
+    with pytest.raises(ConfigError) as error:
+        build_model([{"type": "dense", "units": 2}, {"type": "conv", "units": 3}], 4)
+    assert error.value.key == "model.layers.1.type"
+    assert "unknown value 'conv'; allowed: batchnorm, dense, dropout, elu," in str(error.value)
+
+
+def test_a_resolved_config_spec_with_nulls_builds_with_the_defaults():
+    spec = resolved_dict(parse_config_text(
+        "model:\n  layers:\n    - {type: dense, units: 8}\n    - {type: dropout}\n    - {type: relu}\n"
+        "    - {type: dense, units: 2, activation: {name: leaky_relu, slope: 0.2}}\n"))["model"]["layers"]
+    assert spec[0]["activation"] is None and spec[3]["init"] == "he_normal"
+    model = build_model(spec, 4)
+    assert [type(layer).__name__ for layer in model.layers] == ["Dense", "Dropout", "ActivationLayer", "Dense",
+                                                                "ActivationLayer"]
+    assert model.layers[1].rate == 0.5 and model.layers[4].activation.slope == 0.2
+    assert model.widths == [8, 8, 8, 2, 2] and model.output_dim == 2
+
+
+@pytest.mark.parametrize("specs, i, init", [
+    ([{"type": "dense", "units": 3, "activation": "relu"}], 0, "he_normal"),
+    ([{"type": "dense", "units": 3, "activation": "tanh"}], 0, "glorot_uniform"),
+    ([{"type": "dense", "units": 3}, {"type": "batchnorm"}, {"type": "dropout"}, {"type": "gelu"}], 0, "he_normal"),
+    ([{"type": "dense", "units": 3}, {"type": "dense", "units": 3, "activation": "relu"}], 0, "glorot_uniform"),
+    ([{"type": "dense", "units": 3}, {"type": "elu"}, {"type": "relu"}], 0, "he_normal"),
+    ([{"type": "dense", "units": 3, "activation": None, "init": None}, {"type": "relu"}], 0, "he_normal"),
+    ([{"type": "dropout"}, {"type": "relu"}], 0, None),
+])
+def test_default_init_is_the_one_rule_for_a_null_init(specs, i, init):
+    assert default_init(specs, i) == init
+    if init:
+        assert build_model(specs, 4).layers[i].init == init
+
+
+def test_next_activation_looks_past_dropout_and_batchnorm_but_not_past_a_dense_layer():
+    model = build_model([{"type": "dense", "units": 3}, {"type": "batchnorm"}, {"type": "tanh"},
+                         {"type": "dense", "units": 2}, {"type": "dense", "units": 2}, {"type": "sigmoid"}], 4)
+    assert next_activation(model.layers, 0) is model.layers[2]
+    assert next_activation(model.layers, 3) is None and next_activation(model.layers, 4) is model.layers[5]

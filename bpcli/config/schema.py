@@ -1,16 +1,22 @@
 """The config's building blocks, generated from the registries, and how to read a declared type back.
 
     Strict, NamedChoice                          base models: unknown keys are errors, no coercion
-    ACTIVATION_CHOICES, INIT_CHOICES, LOSS_OPTIONS, OPTIMIZER_OPTIONS, SCHEDULE_OPTIONS, LAYER_TYPES
-    unwrap, variants_of, tag_key, is_optional, describe, with_article
+    ACTIVATION_CHOICES, INIT_CHOICES, LOSS_OPTIONS, OPTIMIZER_OPTIONS, SCHEDULE_OPTIONS, LAYER_TYPES, LayerSpec
+    unwrap, variants_of, tag_key, is_optional, describe_type, with_article
 
 Why generated: the allowed names come from the registries (ACTIVATIONS,
-INITIALIZERS, LOSSES, OPTIMIZERS, SCHEDULES, the layers) and each variant's
+INITIALIZERS, LOSSES, OPTIMIZERS, SCHEDULES, LAYERS) and each variant's
 options, with their defaults, from the signature of the class or function that
-takes them, so the schema cannot drift from the code; OPTION_SPECS adds what a
-signature lacks: type, range and description. config.py assembles the sections
-from these; config_messages.py and `bpcli config schema --markdown` read the
-declared types back with the functions at the end.
+takes them, so the schema cannot drift from the code. What a signature lacks
+(type, range and description) a component states in its own `option_specs`,
+or OPTION_SPECS below holds it. An option whose type is "activation" or
+"initializer" picks an entry of that registry (a dense layer's activation and
+init). sections.py assembles the sections from these; messages.py and `bpcli
+config schema --markdown` read the declared types back with the functions at
+the end.
+
+A component registered before this module is first imported (as a plugin
+would) is part of the schema like any other.
 """
 
 import inspect
@@ -20,7 +26,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from bpcli.nn.activations import ACTIVATIONS
 from bpcli.nn.initializers import INITIALIZERS
-from bpcli.nn.layers import BatchNorm, Dropout
+from bpcli.nn.layers import LAYERS
 from bpcli.nn.losses import LOSSES
 from bpcli.optim.optimizers import OPTIMIZERS
 from bpcli.optim.schedules import SCHEDULES
@@ -48,7 +54,8 @@ class NamedChoice(Strict):
 
 UNIT, POSITIVE, NONNEG, FRACTION = {"ge": 0, "lt": 1}, {"gt": 0}, {"ge": 0}, {"gt": 0, "le": 1}
 
-# name or "owner.name" -> (type, range, description): what a signature does not say.
+# name or "owner.name" -> (type, range, description): what a signature does not say, for the components
+# that do not say it themselves in `option_specs` (the layers do).
 OPTION_SPECS: dict[str, tuple[type, dict, str]] = {
     "momentum": (float, UNIT, "Momentum factor; 0 turns momentum off."),
     "nesterov": (bool, {}, "Nesterov momentum (needs momentum > 0)."),
@@ -77,23 +84,35 @@ OPTION_SPECS: dict[str, tuple[type, dict, str]] = {
     "std": (float, NONNEG, "Standard deviation of the normal distribution."),
     "low": (float, {}, "Lower end of the uniform distribution."),
     "high": (float, {}, "Upper end of the uniform distribution."),
-    "rate": (float, UNIT, "Fraction of units zeroed in training (inverted dropout)."),
-    "batchnorm.momentum": (float, {"ge": 0, "le": 1}, "Weight of each batch in the running mean and variance."),
-    "batchnorm.eps": (float, POSITIVE, "Added to the variance for numerical stability."),
 }
 NOT_OPTIONS = {"self", "rng", "shape", "fan_in", "fan_out", *SCHEDULE_CONTEXT}
 
 
 def signature_options(obj) -> dict[str, inspect.Parameter]:
-    """The options a registry entry takes from a config: its keyword parameters minus NOT_OPTIONS."""
+    """The options a registry entry takes from a config: its keyword parameters minus NOT_OPTIONS.
+
+    A layer's are those of its option_source() (the constructor, or dense's from_config).
+    """
+    obj = obj.option_source() if hasattr(obj, "option_source") else obj
     params = inspect.signature(obj.__init__ if isinstance(obj, type) else obj).parameters
     return {name: p for name, p in params.items()
             if name not in NOT_OPTIONS and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
-def _option_field(owner: str, param: inspect.Parameter) -> tuple:
-    kind, bounds, description = OPTION_SPECS.get(f"{owner}.{param.name}") or OPTION_SPECS[param.name]
+def option_spec(obj, owner: str, name: str) -> tuple:
+    """(type, range, description) of an option: the component's own option_specs, else OPTION_SPECS."""
+    own = getattr(obj, "option_specs", {})
+    return own.get(name) or OPTION_SPECS.get(f"{owner}.{name}") or OPTION_SPECS[name]
+
+
+def _option_field(obj, owner: str, param: inspect.Parameter) -> tuple:
+    kind, bounds, description = option_spec(obj, owner, param.name)
     default = ... if param.default is param.empty else param.default
+    if isinstance(kind, str):   # "activation" or "initializer": a choice among a registry's entries
+        choices, kind = NAMED_CHOICES[kind]
+        if isinstance(default, str):
+            return kind, Field(default_factory=choices[default], description=description, **bounds)
+        kind = Optional[kind] if default is None else kind
     return kind, Field(default, description=description, **bounds)
 
 
@@ -103,7 +122,7 @@ def _variants(registry: dict, key: str, base: type, suffix: str, common=dict) ->
     for tag, obj in registry.items():
         fields = {key: (Literal[tag], Field(tag, description=f"{suffix}: {tag}."))}
         fields.update(common())
-        fields.update((name, _option_field(tag, p)) for name, p in signature_options(obj).items())
+        fields.update((name, _option_field(obj, tag, p)) for name, p in signature_options(obj).items())
         title = "".join(part.capitalize() for part in tag.replace("-", "_").split("_")) + suffix
         doc = " ".join((obj.__doc__ or "").strip().split("\n\n")[0].split())   # __doc__ is not inherited
         models[tag] = create_model(title, __base__=base, __doc__=doc or None, **fields)
@@ -139,25 +158,16 @@ ACTIVATION_CHOICES = _variants(ACTIVATIONS, "name", NamedChoice, "Activation")
 INIT_CHOICES = _variants(INITIALIZERS, "name", NamedChoice, "Init")
 ActivationChoice = tagged(ACTIVATION_CHOICES, "name", named=True)
 InitChoice = tagged(INIT_CHOICES, "name", named=True)
+NAMED_CHOICES = {"activation": (ACTIVATION_CHOICES, ActivationChoice), "initializer": (INIT_CHOICES, InitChoice)}
 LOSS_OPTIONS = _variants(LOSSES, "name", Strict, "Loss", _penalty_fields)
 OPTIMIZER_OPTIONS = _variants(OPTIMIZERS, "name", Strict, "Optimizer", _lr_field)
 SCHEDULE_OPTIONS = _variants(SCHEDULES, "name", Strict, "Schedule")
 
 
-class DenseLayer(Strict):
-    """A fully connected layer, z = x @ weight + bias, optionally followed by an activation."""
-
-    type: Literal["dense"] = Field("dense", description="Layer: dense.")
-    units: int = Field(..., ge=1, description="Number of outputs (required).")
-    activation: Optional[ActivationChoice] = Field(None, description="Activation added after the layer; null: none.")
-    init: Optional[InitChoice] = Field(
-        None, description="Weight initializer; null: he_normal before a ReLU-family activation, else glorot_uniform.")
-    bias_init: InitChoice = Field(default_factory=lambda: INIT_CHOICES["zeros"](), description="Bias initializer.")
-
-
-LAYER_TYPES = {"dense": DenseLayer, **_variants({"dropout": Dropout, "batchnorm": BatchNorm}, "type", Strict, "Layer"),
-               **_variants(ACTIVATIONS, "type", Strict, "Layer")}
-Layer = tagged(LAYER_TYPES, "type")
+# Every layer type of LAYERS (dense, dropout, batchnorm, ...), then every activation as a layer of its own.
+LAYER_TYPES = {**_variants(LAYERS, "type", Strict, "Layer"), **_variants(ACTIVATIONS, "type", Strict, "Layer")}
+LayerSpec = tagged(LAYER_TYPES, "type")
+Layer = LayerSpec   # compatibility: config/sections.py imports it under this name until it switches
 
 
 # -- reading the schema back: types, ranges, tags (for messages and the docs) --------------------
@@ -194,7 +204,7 @@ def is_optional(tp) -> bool:
     return get_origin(tp) is Union and type(None) in get_args(tp)
 
 
-def describe(tp, metadata=()) -> tuple[str, str]:
+def describe_type(tp, metadata=()) -> tuple[str, str]:
     """(kind, allowed) of a declared type: ('number', '[0, 1)'), ('string', 'a, b'), ('list of strings', '')."""
     tp, variants = unwrap(tp), variants_of(tp)
     if variants:
@@ -210,8 +220,11 @@ def describe(tp, metadata=()) -> tuple[str, str]:
     return kinds.get(tp, "mapping"), _range_text(metadata)
 
 
+describe = describe_type   # compatibility: config/messages.py and cli/config.py import it under this name
+
+
 def with_article(kind: str) -> str:
-    """'a number', 'an integer', 'true or false' for a kind of describe()."""
+    """'a number', 'an integer', 'true or false' for a kind of describe_type()."""
     return {"boolean": "true or false", "integer": "an integer"}.get(kind, f"a {kind}")
 
 

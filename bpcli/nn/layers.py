@@ -1,19 +1,10 @@
-"""Layers: the pieces a model stacks, each with a hand-written backward pass.
+"""Layers: the pieces a model stacks, each with a hand-written backward pass and its own equations.
 
-Contract (rows are examples: x is (batch, features)):
-
-    build(input_dim) -> output_dim      fixes the shapes once the input size is known
-    param_shapes() -> {name: shape}     what the model must allocate for this layer
-    initial_params(rng) -> {name: a}    float64 starting values drawn from `rng`
-    forward(x, training) -> y           keeps what backward needs
-    backward(dy) -> dx                  fills grads[name] for each params[name]
-    backward_params(dy)                 the same without dx, for the first layer that has parameters
-
-`params` and `grads` are bound by the model to views into two flat buffers, so
-a layer writes its gradients in place (`out=`) and the optimizer can update all
-parameters with a few whole-buffer operations. `buffers` holds state that is
-saved but not trained (batch norm's running statistics). `dname` always means
-dLoss/dname.
+The contract, and the base class with what every layer has in common, are in
+layer.py. Each layer here states its forward and backward pass as code and as
+text (`equations`, `backward_equations`, for `bpcli explain`), side by side.
+LAYERS, at the end, is the registry of the types a config's model.layers may
+name (besides the activations, which ActivationLayer wraps).
 
 Speed: a dense layer writes its outputs into arrays it keeps per batch shape
 (`scratch`), so the hot loop allocates nothing; an output is therefore only
@@ -23,59 +14,61 @@ that keeps it longer must copy it.
 
 from __future__ import annotations
 
+import inspect
+import re
+
 import numpy as np
 
 from bpcli.nn import initializers
-from bpcli.nn.activations import Activation
+from bpcli.nn.activations import ACTIVATIONS, Activation
+from bpcli.nn.layer import Layer, Terms, constructor_options, named, substitute  # noqa: F401 (Terms: re-exported)
 
 
-class Layer:
-    def __init__(self):
-        self.params: dict[str, np.ndarray] = {}
-        self.grads: dict[str, np.ndarray] = {}
-        self.buffers: dict[str, np.ndarray] = {}
+def _choice(value) -> tuple[str | None, dict]:
+    """A name and its options from how a config spells a choice: "he_normal", {"name": "normal", "std": 0.1} or null."""
+    if isinstance(value, dict):
+        return value["name"], {k: v for k, v in value.items() if k != "name"}
+    return value, {}
 
-    def build(self, input_dim: int) -> int:
-        return input_dim
 
-    def param_shapes(self) -> dict[str, tuple[int, ...]]:
-        return {}
-
-    def initial_params(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        return {}
-
-    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
-        raise NotImplementedError
-
-    def backward(self, dy: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-    def backward_params(self, dy: np.ndarray) -> None:
-        """Fill the gradients only: below the first layer with parameters, dx is never used."""
-        self.backward(dy)
-
-    def scratch(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
-        """An array reused for every batch of this shape (training and evaluation batches differ)."""
-        cache = self.__dict__.setdefault("_scratch", {})
-        key = (name, shape)
-        if key not in cache:
-            cache[key] = np.empty(shape, dtype=dtype)
-        return cache[key]
+def _init_text(name: str, options: dict) -> str:
+    """An initializer with the options that differ from its defaults (a resolved config spells out every one)."""
+    defaults = {k: p.default for k, p in inspect.signature(initializers.INITIALIZERS[name]).parameters.items()}
+    return named(name, {k: v for k, v in options.items() if defaults.get(k) != v})
 
 
 class Dense(Layer):
-    """z = x @ weight + bias, with weight shaped (fan_in, fan_out).
+    """A fully connected layer, z = x @ weight + bias, optionally followed by an activation.
 
-    Backward: dweight = x.T @ dz, dbias = sum of dz over the batch, dx = dz @ weight.T.
+    weight is shaped (fan_in, fan_out). Backward: dweight = x.T @ dz,
+    dbias = sum of dz over the batch, dx = dz @ weight.T. An init of None is
+    the default for the activation the layer feeds; build_model resolves it.
     """
 
-    def __init__(self, units: int, init: str = "glorot_uniform", init_options=None,
+    symbol, param_symbols = "z", {"weight": "W", "bias": "b"}
+    init_from_activation = writable_output = True
+    option_specs = {
+        "units": (int, {"ge": 1}, "Number of outputs (required)."),
+        "activation": ("activation", {}, "Activation added after the layer; null: none."),
+        "init": ("initializer", {}, "Weight initializer; null: he_normal before a ReLU-family activation, else "
+                                    "glorot_uniform."),
+        "bias_init": ("initializer", {}, "Bias initializer."),
+    }
+    check_options = {"units": 3}
+
+    def __init__(self, units: int, init: str | None = "glorot_uniform", init_options=None,
                  bias_init: str = "zeros", bias_init_options=None):
         super().__init__()
         self.units = units
         self.init, self.init_options = init, dict(init_options or {})
         self.bias_init, self.bias_init_options = bias_init, dict(bias_init_options or {})
         self.fan_in = 0
+
+    @classmethod
+    def from_config(cls, units: int, activation=None, init=None, bias_init="zeros") -> list[Layer]:
+        """The dense layer, then its activation as a layer of its own (as PyTorch's Sequential(Linear, ReLU))."""
+        dense = cls(units, *_choice(init), *_choice(bias_init))
+        return [dense] if activation is None else [dense, ActivationLayer.from_choice(activation)]
 
     def build(self, input_dim):
         self.fan_in = input_dim
@@ -109,20 +102,51 @@ class Dense(Layer):
         ones.fill(1)
         return ones
 
+    def equations(self, t):
+        i, x, y = t.i, t.x, t.y
+        return [(f"{y} = {x} @ W{i} + b{i}",
+                 f"{x} {t.shape(t.n_in)} @ W{i} ({t.n_in}, {t.n_out}) + b{i} ({t.n_out},) -> {t.shape(t.n_out)}")]
+
+    def backward_equations(self, t):
+        i, x, y, penalty = t.i, t.x, t.y, t.penalties
+        lines = [(f"dW{i} = {x}.T @ d{y}{penalty.get('weight', '')}",
+                  f"{x}.T ({t.n_in}, {t.batch}) @ d{y} {t.shape(t.n_out)} -> ({t.n_in}, {t.n_out})"),
+                 (f"db{i} = batch sum of d{y}{penalty.get('bias', '')}", f"({t.n_out},)")]
+        if t.input_grad:
+            lines.append((f"d{x} = d{y} @ W{i}.T",
+                          f"d{y} {t.shape(t.n_out)} @ W{i}.T ({t.n_out}, {t.n_in}) -> {t.shape(t.n_in)}"))
+        return lines
+
+    def summary_row(self):
+        """No options beside the type: the units are the output width, and the initializers have their column."""
+        return {"type": "Dense", "options": {},
+                "init": {"weight": _init_text(self.init, self.init_options),
+                         "bias": _init_text(self.bias_init, self.bias_init_options)}}
+
 
 class ActivationLayer(Layer):
     """Applies an activation element-wise; keeps z and a for the backward pass.
 
-    Right after a dense layer (`inplace`, set by the model), z is that layer's
-    private output buffer, so an activation whose backward needs only its
-    output (ReLU: a > 0 exactly where z > 0) may overwrite z with a: one array
-    and one pass fewer per batch. Anywhere else z may be the caller's array.
+    Right after a layer with a writable output (`inplace`, set by the model),
+    z is that layer's private output buffer, so an activation whose backward
+    needs only its output (ReLU: a > 0 exactly where z > 0) may overwrite z
+    with a: one array and one pass fewer per batch. Anywhere else z may be the
+    caller's array. Built from ACTIVATIONS, not LAYERS: a config names an
+    activation as a dense layer's `activation`, or as a layer type of its own.
     """
+
+    symbol = "a"
 
     def __init__(self, activation: Activation, name: str):
         super().__init__()
         self.activation, self.name = activation, name
         self.inplace = False
+
+    @classmethod
+    def from_choice(cls, value) -> ActivationLayer:
+        """From "relu" or {"name": "leaky_relu", "slope": 0.1}."""
+        name, options = _choice(value)
+        return cls(ACTIVATIONS[name](**options), name)
 
     def forward(self, z, training):
         self.z = z
@@ -133,6 +157,26 @@ class ActivationLayer(Layer):
         if self.inplace:  # da is then the gradient buffer of the layer above (or the loss's), never the caller's
             return self.activation.backward_inplace(self.z, self.a, da)
         return self.activation.backward(self.z, self.a, da)
+
+    def equations(self, t):
+        return [(substitute(self.activation.equation, {"z": t.x, "a": t.y}),
+                 f"{t.y} {t.shape(t.n_out)}{self.option_text()}")]
+
+    def backward_equations(self, t):
+        names = {"z": t.x, "a": t.y, "dz": f"d{t.x}", "da": f"d{t.y}"}
+        return [(substitute(self.activation.derivative, names), f"d{t.x} {t.shape(t.n_out)}{self.option_text()}")]
+
+    def option_text(self) -> str:
+        """', slope = 0.01' for the options its formulas name."""
+        text = self.activation.equation + self.activation.derivative
+        values = {k: v for k, v in vars(self.activation).items() if re.search(rf"\b{k}\b", text)}
+        return "".join(f", {k} = {v:g}" for k, v in values.items())
+
+    def options(self):
+        return constructor_options(self.activation)
+
+    def summary_row(self):
+        return {"type": type(self.activation).__name__, "options": self.options(), "init": None}
 
 
 class Dropout(Layer):
@@ -146,11 +190,13 @@ class Dropout(Layer):
     of 1/65536, and the scale uses that exact rate, so the expectation stays exact.
     """
 
+    option_specs = {"rate": (float, {"ge": 0, "lt": 1}, "Fraction of units zeroed in training (inverted dropout).")}
+    check_options = {"rate": 0.5}
+
     def __init__(self, rate: float = 0.5):
         super().__init__()
         self.rate = rate
         self.threshold = round(rate * 65536)            # drop where a uniform 16-bit draw < threshold
-        self.rng: np.random.Generator | None = None
         self.keep = None
 
     def forward(self, x, training):
@@ -171,6 +217,21 @@ class Dropout(Layer):
         dx *= self.scale
         return dx
 
+    def equations(self, t):
+        return [(f"{t.y} = {t.x} * m{t.i} / (1 - rate)",
+                 f"m{t.i} {t.shape(t.n_out)} ~ Bernoulli(1 - rate), rate = {self.rate:g}"),
+                (f"(evaluation: {t.y} = {t.x})", "")]
+
+    def backward_equations(self, t):
+        return [(f"d{t.x} = d{t.y} * m{t.i} / (1 - rate)", f"d{t.x} {t.shape(t.n_out)}, the forward pass's mask")]
+
+    def forward_notes(self, t):
+        drawn = self.threshold / 65536
+        if not self.threshold or drawn == self.rate:
+            return []
+        return [f"layers.{t.i}: rate {self.rate:g} is drawn as {self.threshold}/65536 = {drawn:.8g} (16-bit mask "
+                "draws), in the mask and the scale alike."]
+
 
 class BatchNorm(Layer):
     """Batch normalization over the batch axis of 1-D features (PyTorch's BatchNorm1d).
@@ -184,6 +245,11 @@ class BatchNorm(Layer):
     Backward (training), per feature with N examples and dxhat = dy * gamma:
     dx = (N dxhat - sum(dxhat) - xhat sum(dxhat xhat)) / (N sqrt(var + eps)).
     """
+
+    option_specs = {
+        "momentum": (float, {"ge": 0, "le": 1}, "Weight of each batch in the running mean and variance."),
+        "eps": (float, {"gt": 0}, "Added to the variance for numerical stability."),
+    }
 
     def __init__(self, momentum: float = 0.1, eps: float = 1e-5):
         super().__init__()
@@ -225,10 +291,29 @@ class BatchNorm(Layer):
         dxhat = dy * self.params["gamma"]
         return (n * dxhat - dxhat.sum(axis=0) - xhat * (dxhat * xhat).sum(axis=0)) * (self.inv_std / n)
 
+    def equations(self, t):
+        i, x, y, n, shape = t.i, t.x, t.y, t.n_out, t.shape(t.n_out)
+        return [(f"mu{i} = batch mean of {x}", f"({n},)"),
+                (f"var{i} = batch mean of ({x} - mu{i})^2", f"({n},)"),
+                (f"xhat{i} = ({x} - mu{i}) / sqrt(var{i} + eps)", f"{shape}; eps = {self.eps:g}"),
+                (f"{y} = gamma{i} * xhat{i} + beta{i}", f"gamma{i}, beta{i} ({n},) -> {shape}"),
+                (f"running_mean{i} = (1 - momentum) * running_mean{i} + momentum * mu{i}",
+                 f"momentum = {self.momentum:g}"),
+                (f"running_var{i} = (1 - momentum) * running_var{i} + momentum * var{i} * B / (B - 1)", ""),
+                (f"(evaluation: running_mean{i}, running_var{i} in place of mu{i}, var{i})", "")]
+
+    def backward_equations(self, t):
+        i, x, y, n, shape = t.i, t.x, t.y, t.n_out, t.shape(t.n_out)
+        lines = [(f"dgamma{i} = batch sum of d{y} * xhat{i}", f"({n},)"), (f"dbeta{i} = batch sum of d{y}", f"({n},)")]
+        if t.input_grad:
+            lines += [(f"dxhat{i} = d{y} * gamma{i}", shape),
+                      (f"d{x} = (B * dxhat{i} - sum(dxhat{i}) - xhat{i} * sum(dxhat{i} * xhat{i})) "
+                       f"/ (B * sqrt(var{i} + eps))", f"batch sums; d{x} {shape}")]
+        return lines
+
 
 LAYERS = {
     "dense": Dense,
     "dropout": Dropout,
     "batchnorm": BatchNorm,
-    "activation": ActivationLayer,
 }

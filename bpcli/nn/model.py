@@ -10,7 +10,9 @@ A dense entry's `activation` adds an activation layer after it, so the layers,
 and the parameter names, are those of PyTorch's nn.Sequential(Linear, ReLU,
 Dropout, Linear): `layers.0.weight`, `layers.0.bias`, `layers.3.weight`, ...
 An activation can also stand alone: `{"type": "relu"}` or
-`{"type": "leaky_relu", "slope": 0.1}`.
+`{"type": "leaky_relu", "slope": 0.1}`. Every type comes from a registry
+(layers.LAYERS, activations.ACTIVATIONS), and the config schema has validated
+each spec against them before build_model sees it: nothing is checked twice.
 
 Every parameter is a view into `theta`, one flat array, and every gradient a
 view into `dtheta`; the optimizer updates the whole model with a few
@@ -23,32 +25,33 @@ import inspect
 
 import numpy as np
 
-from bpcli.nn.activations import ACTIVATIONS
 from bpcli.errors import CheckpointError, ConfigError, did_you_mean
-from bpcli.nn.initializers import INITIALIZERS
-from bpcli.nn.layers import ActivationLayer, BatchNorm, Dense, Dropout, Layer
+from bpcli.nn.activations import ACTIVATIONS
+from bpcli.nn.layers import LAYERS, ActivationLayer, Layer
 
 DTYPES = ("float32", "float64")
 
 
 class Model:
-    def __init__(self, layers: list[Layer], input_dim: int, *, seed: int = 0,
-                 dtype: str = "float32", spec: list | None = None):
-        self.layers, self.input_dim, self.spec = layers, input_dim, spec
+    def __init__(self, layers: list[Layer], input_dim: int, *, seed: int = 0, dtype: str = "float32"):
+        self.layers, self.input_dim = layers, input_dim
         self.dtype = np.dtype(dtype)
-        self.output_dim = self._build_shapes(input_dim)
+        self.widths = self._build_shapes(input_dim)
+        self.output_dim = self.widths[-1] if layers else input_dim
         self.rng = np.random.default_rng([seed, 1])  # dropout masks
         for before, layer in zip([None, *self.layers], self.layers):
-            if isinstance(layer, Dropout):
-                layer.rng = self.rng
+            layer.rng = self.rng
             if isinstance(layer, ActivationLayer):
-                layer.inplace = isinstance(before, Dense)  # its input is then the dense layer's own buffer
+                layer.inplace = before is not None and before.writable_output  # its input is then that layer's buffer
         self._allocate_parameters(np.random.default_rng([seed, 0]))
 
-    def _build_shapes(self, dim: int) -> int:
+    def _build_shapes(self, dim: int) -> list[int]:
+        """Each layer's output width, in order."""
+        widths = []
         for layer in self.layers:
             dim = layer.build(dim)
-        return dim
+            widths.append(dim)
+        return widths
 
     def _allocate_parameters(self, init_rng: np.random.Generator) -> None:
         """Bind each layer's params and grads to views into the flat theta and dtheta."""
@@ -137,107 +140,75 @@ class Model:
 
 # -- building from a spec ----------------------------------------------------
 
-LAYER_OPTIONS = {
-    "dense": {"units", "activation", "init", "bias_init"},
-    "dropout": {"rate"},
-    "batchnorm": {"momentum", "eps"},
-}
-ACTIVATION_OPTIONS = {"leaky_relu": {"slope"}, "elu": {"alpha"}}
+def build_model(layer_specs: list[dict], input_dim: int, *, seed: int = 0, dtype: str = "float32") -> Model:
+    """The model a list of layer specs describes, as resolved_dict(config)["model"]["layers"] gives it.
+
+    The specs come validated by the config schema, so nothing is checked twice
+    here; an option spelled null takes its default. A dense layer's null init
+    becomes the default for the activation it feeds (default_init).
+    """
+    layers = [layer for i, spec in enumerate(layer_specs) for layer in layers_of(spec, f"model.layers.{i}")]
+    for i, layer in enumerate(layers):
+        if layer.init_from_activation and layer.init is None:
+            layer.init = _initializer_for(next_activation(layers, i))
+    return Model(layers, input_dim, seed=seed, dtype=dtype)
 
 
-def build_model(spec: list[dict], input_dim: int, *, seed: int = 0, dtype: str = "float32",
-                key: str = "model.layers") -> Model:
-    """Build a model from a list of layer specs; errors name the key path, e.g. model.layers.2.units."""
-    if dtype not in DTYPES:
-        raise ConfigError(f"dtype must be one of {', '.join(DTYPES)} (got {dtype!r})", key="model.dtype")
-    if not isinstance(spec, list) or not spec:
-        raise ConfigError("must be a non-empty list of layers", key=key)
-    layers: list[Layer] = []
-    for i, item in enumerate(spec):
-        layers += _build_layer(item, spec[i + 1:], f"{key}.{i}")
-    return Model(layers, input_dim, seed=seed, dtype=dtype, spec=spec)
-
-
-def _build_layer(item: dict, following: list, key: str) -> list[Layer]:
-    if not isinstance(item, dict) or "type" not in item:
-        raise ConfigError("each layer must be a mapping with a 'type'", key=key)
-    item = {k: v for k, v in item.items() if v is not None}  # a resolved config spells unset options as null
-    kind = item["type"]
+def layers_of(spec: dict, key: str = "model.layers") -> list[Layer]:
+    """The layers one spec builds: a registered layer (LAYERS; dense also adds its activation) or an activation."""
+    kind = spec["type"]
+    options = {k: v for k, v in spec.items() if k != "type" and v is not None}  # null: the default
+    if kind in LAYERS:
+        return LAYERS[kind].from_config(**options)
     if kind in ACTIVATIONS:
-        return [_activation_layer(item, key, name_key="type")]
-    _check_choice(kind, LAYER_OPTIONS, f"{key}.type")
-    options = {k: v for k, v in item.items() if k != "type"}
-    _check_keys(options, LAYER_OPTIONS[kind], key)
-    if kind == "dropout":
-        return [Dropout(**_checked_rate(options, key))]
-    if kind == "batchnorm":
-        return [BatchNorm(**options)]
-    return _dense_layers(options, following, key)
+        return [ActivationLayer.from_choice({"name": kind, **options})]
+    allowed = {*LAYERS, *ACTIVATIONS}
+    raise ConfigError(f"unknown value {kind!r}; allowed: {', '.join(sorted(allowed))}.{did_you_mean(kind, allowed)}",
+                      key=f"{key}.type")
 
 
-def _dense_layers(options: dict, following: list, key: str) -> list[Layer]:
-    units = options.get("units")
-    if not isinstance(units, int) or isinstance(units, bool) or units < 1:
-        raise ConfigError(f"units must be a positive integer (got {units!r})", key=f"{key}.units")
-    activation = options.get("activation")
-    act_layer = _activation_layer(activation, f"{key}.activation") if activation is not None else None
-    default_init = (act_layer.activation if act_layer else _next_activation(following)).default_init
-    init, init_options = _init_choice(options.get("init", default_init), f"{key}.init")
-    bias_init, bias_options = _init_choice(options.get("bias_init", "zeros"), f"{key}.bias_init")
-    dense = Dense(units, init, init_options, bias_init, bias_options)
-    return [dense, act_layer] if act_layer else [dense]
+def next_activation(layers: list[Layer], i: int) -> ActivationLayer | None:
+    """The activation layer i's output goes through next, or None.
+
+    It looks past dropout, batch norm and any other layer, up to the next one
+    whose initializer follows its own activation (a dense layer): the rule
+    behind a dense layer's default init, and inspect's "activation" column.
+    """
+    for layer in layers[i + 1:]:
+        if isinstance(layer, ActivationLayer):
+            return layer
+        if layer.init_from_activation:
+            return None
+    return None
 
 
-def _next_activation(following: list):
-    """The activation this dense layer feeds, looking past dropout and batch norm (identity if none)."""
-    for item in following:
-        kind = item.get("type") if isinstance(item, dict) else None
-        if kind in ACTIVATIONS:
-            return ACTIVATIONS[kind]
-        if kind == "dense":
-            break
-    return ACTIVATIONS["identity"]
+def default_init(layer_specs: list[dict], i: int) -> str | None:
+    """What a null init means for layer_specs[i]: he_normal before a ReLU-family activation, else glorot_uniform.
+
+    The activation is the layer's own, or the next one (next_activation); None
+    for a layer without such an init (anything but dense). resolved_dict uses
+    this to pin the initializer in a saved config.
+    """
+    layers = [layer for spec in layer_specs[i:] for layer in layers_of(spec)]
+    return _initializer_for(next_activation(layers, 0)) if layers[0].init_from_activation else None
 
 
-def _activation_layer(value, key: str, name_key: str = "name") -> ActivationLayer:
-    """An activation from "relu" or {"name": "leaky_relu", "slope": 0.1}."""
-    name, options = (value, {}) if isinstance(value, str) else _split_named(value, key, name_key)
-    _check_choice(name, ACTIVATIONS, key if isinstance(value, str) else f"{key}.{name_key}")
-    _check_keys(options, ACTIVATION_OPTIONS.get(name, set()), key)
-    return ActivationLayer(ACTIVATIONS[name](**options), name)
+def _initializer_for(activation: ActivationLayer | None) -> str:
+    """The initializer that keeps the signal's variance through this activation (identity if none)."""
+    return (activation.activation if activation else ACTIVATIONS["identity"]()).default_init
 
 
-def _init_choice(value, key: str) -> tuple[str, dict]:
-    """An initializer from "he_normal" or {"name": "normal", "std": 0.1}."""
-    name, options = (value, {}) if isinstance(value, str) else _split_named(value, key, "name")
-    _check_choice(name, INITIALIZERS, key if isinstance(value, str) else f"{key}.name")
-    allowed = set(list(inspect.signature(INITIALIZERS[name]).parameters)[4:])  # after rng, shape, fans
-    _check_keys(options, allowed, key)
-    return name, options
+# -- compatibility, until their users switch ----------------------------------------------------
+# config/sections.py (resolved_dict) calls _next_activation: default_init replaces it.
+# tests/test_config.py reads LAYER_OPTIONS and ACTIVATION_OPTIONS: the registries replace them.
+
+def _next_activation(following: list[dict]):
+    """The activation class a dense layer feeds, given the specs after it (identity if none)."""
+    layers = [layer for spec in following for layer in layers_of(spec)]
+    found = next_activation([None, *layers], 0)
+    return type(found.activation) if found else ACTIVATIONS["identity"]
 
 
-def _split_named(value, key: str, name_key: str) -> tuple[str, dict]:
-    if not isinstance(value, dict) or name_key not in value:
-        raise ConfigError(f"expected a name or a mapping with '{name_key}' (got {value!r})", key=key)
-    return value[name_key], {k: v for k, v in value.items() if k != name_key}
-
-
-def _checked_rate(options: dict, key: str) -> dict:
-    rate = options.get("rate", 0.5)
-    if not isinstance(rate, (int, float)) or not 0 <= rate < 1:
-        raise ConfigError(f"rate must be a number in [0, 1) (got {rate!r})", key=f"{key}.rate")
-    return {"rate": float(rate)}
-
-
-def _check_choice(name, allowed, key: str) -> None:
-    if name not in allowed:
-        raise ConfigError(f"unknown value {name!r}; allowed: {', '.join(sorted(allowed))}."
-                          f"{did_you_mean(name, allowed)}", key=key)
-
-
-def _check_keys(options: dict, allowed: set, key: str) -> None:
-    for option in options:
-        if option not in allowed:
-            allowed_text = ", ".join(sorted(allowed)) or "none"
-            raise ConfigError(f"unknown option; allowed: {allowed_text}.{did_you_mean(option, allowed)}",
-                              key=f"{key}.{option}")
+LAYER_OPTIONS = {kind: set(inspect.signature(cls.option_source()).parameters) for kind, cls in LAYERS.items()}
+ACTIVATION_OPTIONS = {name: set(inspect.signature(cls).parameters) for name, cls in ACTIVATIONS.items()
+                      if inspect.signature(cls).parameters}

@@ -6,13 +6,15 @@ What the articles on backpropagation derive for a generic network, written out
 for the user's own: each layer's forward equation with the shapes of its
 matrices for the configured batch size B, the loss and its gradient, the chain
 rule back through every layer, the penalties and the optimizer's update. The
-formulas are the components' own `equation`, `derivative` and `update` texts
-(activations.py, losses.py, regularizers.py, optimizers.py), kept next to the
-code they describe; this module only names the variables and adds the shapes.
+formulas are the components' own: each layer's `equations` and
+`backward_equations` (layers.py), the `equation`, `derivative` and `update`
+texts of activations, losses, regularizers and optimizers, kept next to the
+code they describe; this module only names the variables, adds the loss's
+shapes, and iterates, so a new component needs no change here.
 
-Names: a layer's output is z (dense), a (activation) or h (dropout, batch
-norm), numbered by its layer (layers.3 -> a3), as are its parameters (W3, b3,
-gamma3, beta3); the input is x, and dname is dL/dname, as everywhere in bpcli.
+Names: a layer's output is its `symbol` (z dense, a activation, h otherwise)
+numbered by its layer (layers.3 -> a3), as are its parameters (W3, b3, gamma3,
+beta3: `param_symbols`); the input is x, and dname is dL/dname, as everywhere.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ import re
 import textwrap
 from dataclasses import dataclass, field
 
-from bpcli.nn.layers import ActivationLayer, BatchNorm, Dense, Dropout
+from bpcli.nn.layers import Terms, substitute
 from bpcli.nn.model import Model, build_model
 from bpcli.optim.optimizers import Optimizer, build_optimizer
 from bpcli.optim.schedules import SCHEDULES
-from bpcli.training.trainer import build_loss, build_regularizers
+from bpcli.nn.losses import build_loss
+from bpcli.nn.regularizers import build_regularizers
 
 
 @dataclass
@@ -50,14 +53,10 @@ class Net:
     batch: int
 
     def name(self, i: int) -> str:
-        if i < 0:
-            return "x"
-        layer = self.model.layers[i]
-        return f"{'z' if isinstance(layer, Dense) else 'a' if isinstance(layer, ActivationLayer) else 'h'}{i}"
+        return "x" if i < 0 else f"{self.model.layers[i].symbol}{i}"
 
     def width(self, i: int) -> int:
-        layers = self.model.layers[:i + 1]
-        return next((layer.units for layer in reversed(layers) if isinstance(layer, Dense)), self.model.input_dim)
+        return self.model.input_dim if i < 0 else self.model.widths[i]
 
     def shape(self, i: int) -> str:
         return f"({self.batch}, {self.width(i)})"
@@ -66,6 +65,13 @@ class Net:
     def first(self) -> int:
         """The first layer with parameters: model.backward stops there, without its input gradient."""
         return next((i for i, layer in enumerate(self.model.layers) if layer.params), len(self.model.layers))
+
+    def terms(self, i: int, penalties=()) -> Terms:
+        """What layer i's equations call its input, output and sizes, and the penalties on its parameters."""
+        layer = self.model.layers[i]
+        extra = {name: penalty_terms(self, penalties, f"{layer.param_symbol(name)}{i}") for name in layer.params}
+        return Terms(i, self.name(i - 1), self.name(i), self.batch, self.width(i - 1), self.width(i),
+                     input_grad=i != self.first, penalties=extra)
 
 
 def explain(cfg: dict, input_dim: int) -> list[Section]:
@@ -77,11 +83,6 @@ def explain(cfg: dict, input_dim: int) -> list[Section]:
     optimizer = build_optimizer(cfg["optimizer"]["name"], **options)
     return [overview(net, cfg), forward(net, loss, penalties), backward(net, loss, penalties),
             update(cfg, optimizer, model.n_params), parameters(net)]
-
-
-def substitute(text: str, names: dict[str, str]) -> str:
-    """Rename whole words: substitute("dz = da * (z > 0)", {"z": "z1", "a": "a2", ...})."""
-    return re.sub(r"\b\w+\b", lambda m: names.get(m.group(0), m.group(0)), text)
 
 
 def overview(net: Net, cfg: dict) -> Section:
@@ -99,10 +100,9 @@ def overview(net: Net, cfg: dict) -> Section:
 def forward(net: Net, loss, penalties) -> Section:
     lines, notes = [], []
     for i, layer in enumerate(net.model.layers):
-        lines += forward_lines(net, i)
-        if isinstance(layer, Dropout) and layer.threshold and layer.threshold / 65536 != layer.rate:
-            notes.append(f"layers.{i}: rate {layer.rate:g} is drawn as {layer.threshold}/65536 = "
-                         f"{layer.threshold / 65536:.8g} (16-bit mask draws), in the mask and the scale alike.")
+        terms = net.terms(i)
+        lines += labelled(f"layers.{i}", layer.equations(terms))
+        notes += layer.forward_notes(terms)
     lines += loss_lines(net, loss)
     lines += [penalty_line(net, r) for r in penalties]
     if penalties:
@@ -110,39 +110,9 @@ def forward(net: Net, loss, penalties) -> Section:
     return Section("Forward (training mode)", lines, notes)
 
 
-def forward_lines(net: Net, i: int) -> list[Line]:
-    layer, u, v, label = net.model.layers[i], net.name(i - 1), net.name(i), f"layers.{i}"
-    n_in, n = net.width(i - 1), net.width(i)
-    if isinstance(layer, Dense):
-        return [Line(label, f"{v} = {u} @ W{i} + b{i}",
-                     f"{u} {net.shape(i - 1)} @ W{i} ({n_in}, {n}) + b{i} ({n},) -> {net.shape(i)}")]
-    if isinstance(layer, ActivationLayer):
-        return [Line(label, substitute(layer.activation.equation, {"z": u, "a": v}),
-                     f"{v} {net.shape(i)}{activation_options(layer)}")]
-    if isinstance(layer, Dropout):
-        return [Line(label, f"{v} = {u} * m{i} / (1 - rate)",
-                     f"m{i} {net.shape(i)} ~ Bernoulli(1 - rate), rate = {layer.rate:g}"),
-                Line("", f"(evaluation: {v} = {u})")]
-    return batchnorm_forward(layer, i, u, v, net)
-
-
-def batchnorm_forward(layer: BatchNorm, i: int, u: str, v: str, net: Net) -> list[Line]:
-    n = net.width(i)
-    return [Line(f"layers.{i}", f"mu{i} = batch mean of {u}", f"({n},)"),
-            Line("", f"var{i} = batch mean of ({u} - mu{i})^2", f"({n},)"),
-            Line("", f"xhat{i} = ({u} - mu{i}) / sqrt(var{i} + eps)", f"{net.shape(i)}; eps = {layer.eps:g}"),
-            Line("", f"{v} = gamma{i} * xhat{i} + beta{i}", f"gamma{i}, beta{i} ({n},) -> {net.shape(i)}"),
-            Line("", f"running_mean{i} = (1 - momentum) * running_mean{i} + momentum * mu{i}",
-                 f"momentum = {layer.momentum:g}"),
-            Line("", f"running_var{i} = (1 - momentum) * running_var{i} + momentum * var{i} * B / (B - 1)"),
-            Line("", f"(evaluation: running_mean{i}, running_var{i} in place of mu{i}, var{i})")]
-
-
-def activation_options(layer: ActivationLayer) -> str:
-    """', slope = 0.01' for the options its formulas name."""
-    text = layer.activation.equation + layer.activation.derivative
-    values = {k: v for k, v in vars(layer.activation).items() if re.search(rf"\b{k}\b", text)}
-    return "".join(f", {k} = {v:g}" for k, v in values.items())
+def labelled(label: str, rows: list[tuple[str, str]]) -> list[Line]:
+    """A layer's (math, shapes) rows as lines, its label on the first."""
+    return [Line(label if j == 0 else "", math, shapes) for j, (math, shapes) in enumerate(rows)]
 
 
 def loss_lines(net: Net, loss) -> list[Line]:
@@ -175,8 +145,8 @@ def loss_symbols(net: Net, loss, text: str) -> str:
 
 def penalized(net: Net, r) -> list[str]:
     """W1, b1, ...: the parameters a penalty applies to (model.py's names, read as the regularizer reads them)."""
-    symbol = {"weight": "W", "bias": "b"}
-    return [f"{symbol[name.split('.')[2]]}{name.split('.')[1]}" for name in net.model.params if r.applies_to(name)]
+    return [f"{layer.param_symbol(name)}{i}" for i, layer in enumerate(net.model.layers) for name in layer.params
+            if r.applies_to(f"layers.{i}.{name}")]
 
 
 def penalty_name(r) -> str:
@@ -209,27 +179,12 @@ def backward(net: Net, loss, penalties) -> Section:
 
 
 def backward_lines(net: Net, i: int, penalties) -> list[Line]:
-    layer, u, v, label = net.model.layers[i], net.name(i - 1), net.name(i), f"layers.{i}"
-    n_in, n = net.width(i - 1), net.width(i)
-    skip = Line("", f"(d{u} is not computed: no layer below needs it)") if i == net.first else None
-    if isinstance(layer, Dense):
-        return [Line(label, f"dW{i} = {u}.T @ d{v}{penalty_terms(net, penalties, f'W{i}')}",
-                     f"{u}.T ({n_in}, {net.batch}) @ d{v} {net.shape(i)} -> ({n_in}, {n})"),
-                Line("", f"db{i} = batch sum of d{v}{penalty_terms(net, penalties, f'b{i}')}", f"({n},)"),
-                skip or Line("", f"d{u} = d{v} @ W{i}.T",
-                             f"d{v} {net.shape(i)} @ W{i}.T ({n}, {n_in}) -> {net.shape(i - 1)}")]
-    if isinstance(layer, ActivationLayer):
-        names = {"z": u, "a": v, "dz": f"d{u}", "da": f"d{v}"}
-        return [Line(label, substitute(layer.activation.derivative, names),
-                     f"d{u} {net.shape(i)}{activation_options(layer)}")]
-    if isinstance(layer, Dropout):
-        return [Line(label, f"d{u} = d{v} * m{i} / (1 - rate)", f"d{u} {net.shape(i)}, the forward pass's mask")]
-    return [Line(label, f"dgamma{i} = batch sum of d{v} * xhat{i}", f"({n},)"),
-            Line("", f"dbeta{i} = batch sum of d{v}", f"({n},)"),
-            *([skip] if skip else [
-                Line("", f"dxhat{i} = d{v} * gamma{i}", net.shape(i)),
-                Line("", f"d{u} = (B * dxhat{i} - sum(dxhat{i}) - xhat{i} * sum(dxhat{i} * xhat{i})) "
-                         f"/ (B * sqrt(var{i} + eps))", f"batch sums; d{u} {net.shape(i)}")])]
+    """The layer's own backward equations; at the lowest layer model.backward runs, a note in place of its dx."""
+    terms = net.terms(i, penalties)
+    lines = labelled(f"layers.{i}", net.model.layers[i].backward_equations(terms))
+    if not terms.input_grad:
+        lines.append(Line("", f"(d{terms.x} is not computed: no layer below needs it)"))
+    return lines
 
 
 def penalty_terms(net: Net, penalties, symbol: str) -> str:
@@ -293,16 +248,20 @@ def schedule_lines(cfg: dict) -> list[Line]:
 # -- parameters ------------------------------------------------------------------------------------
 
 def parameters(net: Net) -> Section:
-    lines = []
-    for i, layer in enumerate(net.model.layers):
-        n_in, n = net.width(i - 1), net.width(i)
-        if isinstance(layer, Dense):
-            lines.append(Line(f"layers.{i}", f"W{i} {n_in} x {n} + b{i} {n}", f"= {(n_in + 1) * n:,}"))
-        elif isinstance(layer, BatchNorm):
-            lines.append(Line(f"layers.{i}", f"gamma{i} {n} + beta{i} {n}",
-                              f"= {2 * n:,} (and running_mean{i}, running_var{i}: {2 * n:,} values, not trained)"))
+    lines = [parameter_line(i, layer) for i, layer in enumerate(net.model.layers) if layer.params]
     lines.append(Line("total", f"{net.model.n_params:,} parameters"))
     return Section("Parameters", lines)
+
+
+def parameter_line(i: int, layer) -> Line:
+    """'W1 784 x 128 + b1 128  = 100,480', and the buffers saved beside the parameters (batch norm's statistics)."""
+    math = " + ".join(f"{layer.param_symbol(name)}{i} {' x '.join(map(str, p.shape))}"
+                      for name, p in layer.params.items())
+    count = f"= {sum(p.size for p in layer.params.values()):,}"
+    if layer.buffers:
+        names = ", ".join(f"{name}{i}" for name in layer.buffers)
+        count += f" (and {names}: {sum(b.size for b in layer.buffers.values()):,} values, not trained)"
+    return Line(f"layers.{i}", math, count)
 
 
 # -- text ------------------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ of the .npy inside an NPZ, and by generating the (tiny) synthetic sets.
 from __future__ import annotations
 
 import csv
-import inspect
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,14 +22,14 @@ from pathlib import Path
 import numpy as np
 
 from bpcli.training.checkpoint import SUFFIX, Checkpoint, load_checkpoint
-from bpcli.config.sections import load_config, resolved_dict
+from bpcli.config.loading import load_config
+from bpcli.config.sections import resolved_dict
 from bpcli.data.catalog import DATASETS, IdxSource, SyntheticSource, load_dataset, load_synthetic
 from bpcli.errors import CheckpointError, ConfigError
-from bpcli.nn.initializers import INITIALIZERS
-from bpcli.nn.layers import ActivationLayer, BatchNorm, Dense, Dropout, Layer
+from bpcli.nn.layers import Layer, named
 from bpcli.nn.losses import LOSSES
 from bpcli.nn.metrics import resolve_mode
-from bpcli.nn.model import ACTIVATION_OPTIONS, Model, build_model
+from bpcli.nn.model import Model, build_model, next_activation
 from bpcli.optim.optimizers import build_optimizer
 
 CONFIG_SUFFIXES = (".yaml", ".yml")
@@ -173,62 +172,28 @@ def summarize(target: Target) -> dict:
 
 
 def layer_rows(model: Model, batch: int) -> list[dict]:
-    """One row per layer, named as the parameters are (layers.N), with its output shape for a batch."""
-    rows, dim = [], model.input_dim
+    """One row per layer, named as the parameters are (layers.N), with its output shape for a batch.
+
+    Type, options and initializers are the layer's own summary_row; a layer whose
+    initializer follows an activation (dense) also shows the activation it feeds.
+    """
+    rows = []
     for i, layer in enumerate(model.layers):
-        dim = layer.units if isinstance(layer, Dense) else dim
-        rows.append({"layer": f"layers.{i}", "type": layer_type(layer), "options": layer_options(layer),
-                     "output": [batch, dim], "params": layer_params(layer), "init": layer_init(layer),
-                     "activation": feeds(model.layers, i) if isinstance(layer, Dense) else None})
+        own = layer.summary_row()
+        rows.append({"layer": f"layers.{i}", "type": own["type"], "options": own["options"],
+                     "output": [batch, model.widths[i]], "params": layer_params(layer), "init": own["init"],
+                     "activation": feeds(model.layers, i) if layer.init_from_activation else None})
     return rows
-
-
-def layer_type(layer: Layer) -> str:
-    """PyTorch-like names: Dense, ReLU, LeakyReLU, Dropout, BatchNorm."""
-    return type(layer.activation).__name__ if isinstance(layer, ActivationLayer) else type(layer).__name__
-
-
-def layer_options(layer: Layer) -> dict:
-    if isinstance(layer, Dropout):
-        return {"rate": layer.rate}
-    if isinstance(layer, BatchNorm):
-        return {"momentum": layer.momentum, "eps": layer.eps}
-    if isinstance(layer, ActivationLayer):
-        return {k: getattr(layer.activation, k) for k in sorted(ACTIVATION_OPTIONS.get(layer.name, ()))}
-    return {}
 
 
 def layer_params(layer: Layer) -> int:
     return sum(int(np.prod(shape)) for shape in layer.param_shapes().values())
 
 
-def layer_init(layer: Layer) -> dict | None:
-    """The weight and bias initializers of a dense layer, e.g. {"weight": "normal(std=0.1)", "bias": "zeros"}."""
-    if not isinstance(layer, Dense):
-        return None
-    return {"weight": _init_text(layer.init, layer.init_options),
-            "bias": _init_text(layer.bias_init, layer.bias_init_options)}
-
-
-def named(name: str, options: dict) -> str:
-    """normal(std=0.1), or the bare name without options."""
-    return f"{name}({', '.join(f'{k}={v}' for k, v in options.items())})" if options else name
-
-
-def _init_text(name: str, options: dict) -> str:
-    """An initializer with the options that differ from its defaults (a resolved config spells out every one)."""
-    defaults = {k: p.default for k, p in inspect.signature(INITIALIZERS[name]).parameters.items()}
-    return named(name, {k: v for k, v in options.items() if defaults.get(k) != v})
-
-
 def feeds(layers: list[Layer], i: int) -> str:
-    """The activation a dense layer's output goes through next (past dropout and batch norm), as model.py looks."""
-    for layer in layers[i + 1:]:
-        if isinstance(layer, ActivationLayer):
-            return named(layer.name, layer_options(layer))
-        if isinstance(layer, Dense):
-            break
-    return "none"
+    """The activation layer i's output goes through next (model.next_activation), with its options, or "none"."""
+    activation = next_activation(layers, i)
+    return named(activation.name, activation.options()) if activation else "none"
 
 
 def memory(model: Model, cfg: dict, checkpoint: Checkpoint | None) -> dict:
@@ -279,13 +244,14 @@ def config_summary(cfg: dict, dim: int) -> dict:
 def training_summary(checkpoint: Checkpoint) -> dict:
     """Epochs run, why training stopped and the best epoch's metrics, from the checkpoint's own history.
 
-    The best epoch is the early-stopping tracker's (it also picks the best
-    checkpoint); a `best` checkpoint is written when that epoch ends, so its
+    The best epoch is the monitor's (it also picks the best checkpoint and
+    early stopping's patience); a `best` checkpoint is written when that epoch ends, so its
     history stops there even if the run went on.
     """
     meta, state = checkpoint.meta, checkpoint.meta["state"]
     training, history = meta["config"]["training"], state["history"]
-    tracker = meta["callbacks"].get("EarlyStopping", {})
+    # The monitor's state: in the training state, or (checkpoints from before the regroup) in EarlyStopping's.
+    tracker = state.get("monitor") or meta["callbacks"].get("EarlyStopping", {})
     best_epoch = tracker.get("best_epoch") if isinstance(tracker.get("best_epoch"), int) else None
     data_info = meta.get("data_info") if isinstance(meta.get("data_info"), dict) else {}
     return {
