@@ -1,4 +1,4 @@
-"""Metrics: hand-computed examples, edge cases (empty classes, constant targets), stability."""
+"""Metrics: hand-computed examples, edge cases (empty classes, constant targets), stability, the registry."""
 
 import json
 import warnings
@@ -6,8 +6,11 @@ import warnings
 import numpy as np
 import pytest
 
-from bpcli.nn.metrics import (accuracy, classification_summary, confusion_matrix, count_correct,
-                           per_class_report, predict_classes, probabilities, regression_metrics)
+from bpcli.nn.losses import LOSSES
+from bpcli.nn.metrics import (METRICS, accuracy, classification_summary, confusion_matrix, count_correct, evaluate,
+                              format_metric, metric_for, metrics_for, monitorable, per_class_report,
+                              predict_classes, predict_logits, probabilities, regression_metrics, resolve_mode)
+from bpcli.nn.model import build_model
 
 
 class _strict:
@@ -241,3 +244,74 @@ def test_matches_sklearn_on_random_data():
     assert m["mse"] == pytest.approx(skm.mean_squared_error(y, pred))
     assert m["mae"] == pytest.approx(skm.mean_absolute_error(y, pred))
     assert m["r2"] == pytest.approx(skm.r2_score(y, pred))
+
+
+# -- the registry and scoring a whole set ------------------------------------------------------------
+
+def _before_the_registry(model, loss, x, y, batch_size):
+    """evaluate as training/trainer.py computed it before the registry: the reference for bit-identity."""
+    logits = np.empty((len(x), model.output_dim), dtype=model.dtype)
+    for i in range(0, len(x), batch_size):
+        logits[i:i + batch_size] = model.forward(x[i:i + batch_size], training=False)
+    result = {"loss": loss(logits, y)[0]}
+    if loss.kind == "regression":
+        result.update(regression_metrics(logits, y.reshape(logits.shape)))
+    else:
+        outputs = logits.size if loss.kind == "binary" else len(logits)
+        result["accuracy"] = count_correct(logits, y, loss.kind) / outputs
+    return result
+
+
+@pytest.mark.parametrize("loss_name", sorted(LOSSES))
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_evaluate_gives_bit_identical_numbers_in_the_same_order(loss_name, dtype):
+    loss = LOSSES[loss_name]()
+    rng = np.random.default_rng(3)
+    model = build_model([{"type": "dense", "units": 16, "activation": "relu"}, {"type": "batchnorm"},
+                         {"type": "dropout", "rate": 0.3}, {"type": "dense", "units": 3}], 5, seed=2, dtype=dtype)
+    x = rng.normal(size=(301, 5)).astype(dtype)
+    y = {"multiclass": rng.integers(0, 3, 301), "binary": rng.integers(0, 2, (301, 3)).astype(dtype),
+         "regression": rng.normal(size=(301, 3)).astype(dtype)}[loss.kind]
+    got, want = evaluate(model, loss, x, y, batch_size=64), _before_the_registry(model, loss, x, y, 64)
+    assert list(got) == list(want) and got == want
+    assert list(got) == [m.name for m in metrics_for(loss.kind)]
+
+
+def test_predict_logits_keeps_each_batch_though_the_layers_reuse_their_buffers():
+    model = build_model([{"type": "dense", "units": 4, "activation": "tanh"}, {"type": "dense", "units": 2}], 3)
+    x = np.random.default_rng(0).normal(size=(10, 3)).astype(np.float32)
+    logits = predict_logits(model, x, batch_size=3)
+    batches = [model.forward(x[i:i + 3]).copy() for i in range(0, 10, 3)]
+    assert logits.dtype == np.float32 and np.array_equal(logits, np.concatenate(batches))
+
+
+def test_monitorable_columns_and_their_direction():
+    assert monitorable() == ("val_loss", "val_accuracy", "train_loss", "train_accuracy")
+    assert [resolve_mode(c) for c in monitorable()] == ["min", "max", "min", "max"]
+    assert resolve_mode("val_accuracy", "min") == "min" and resolve_mode("val_loss", "max") == "max"
+    assert metric_for("val_r2") is METRICS["r2"] and METRICS["r2"].mode == "max"
+    with pytest.raises(ValueError, match="'test_loss' is not a metric column"):
+        metric_for("test_loss")
+    with pytest.raises(ValueError, match="'val_f1' is not a metric column"):
+        resolve_mode("val_f1")
+
+
+def test_each_metric_applies_to_its_tasks():
+    assert [m.name for m in metrics_for("multiclass")] == [m.name for m in metrics_for("binary")] == ["loss",
+                                                                                                      "accuracy"]
+    assert [m.name for m in metrics_for("regression")] == ["loss", "mse", "mae", "r2"]
+
+
+def test_the_epoch_line_shows_each_metric_as_before():
+    assert [format_metric(c, v) for c, v in (("train_loss", 0.123456), ("train_accuracy", 0.95),
+                                             ("val_loss", 0.25), ("val_accuracy", 0.941))] == [
+        "loss 0.1235", "acc 95.00%", "val_loss 0.2500", "val_acc 94.10%"]
+
+
+def test_the_accuracy_tally_sums_to_the_whole_set_accuracy():
+    logits = np.random.default_rng(4).normal(size=(10, 3))
+    y = np.arange(10) % 3
+    tally = METRICS["accuracy"].tally
+    parts = [tally(logits[i:i + 4], y[i:i + 4], LOSSES["cross_entropy"]()) for i in range(0, 10, 4)]
+    assert sum(c for c, _ in parts) / sum(n for _, n in parts) == accuracy(logits, y, "multiclass")
+    assert METRICS["loss"].tally is None   # the trainer sums its own objective, penalties included

@@ -1,4 +1,4 @@
-"""Metrics: pure, vectorised functions of the network's output and the targets.
+"""Metrics: pure, vectorised functions of the network's output and the targets, and their registry.
 
 `logits` is the network's raw output (n, outputs). The task names how to read
 it, as in `bpcli.losses`:
@@ -12,13 +12,25 @@ A confusion matrix has true classes as rows and predicted classes as columns.
 Ratios with a zero denominator (a class never predicted, never present) are 0,
 as scikit-learn's zero_division=0, and raise no warning. Everything meant for
 JSON is returned as plain Python floats, ints and lists.
+
+METRICS, at the end, names the figures a set is scored by (loss, accuracy,
+mse, mae, r2): each with its direction, the tasks it applies to, how it is
+computed over a whole set and how the epoch line shows it. `evaluate` scores a
+set by every metric of its task; `monitorable()` lists the history columns
+(val_loss, train_accuracy, ...) that early stopping and reduce-on-plateau may
+watch, and `resolve_mode` their direction.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import numpy as np
 
 from bpcli.nn.activations import sigmoid
+from bpcli.nn.losses import Loss
+from bpcli.nn.model import Model
 
 
 def _ratio(num, den) -> np.ndarray:
@@ -104,21 +116,38 @@ def per_class_report(cm) -> dict:
             "macro": macro, "weighted": weighted}
 
 
-def regression_metrics(pred, y) -> dict:
-    """MSE and MAE over all elements; R^2 per output column, then averaged.
-
-    R^2 = 1 - SS_res / SS_tot per column (scikit-learn's "uniform_average"). A
-    constant target column has SS_tot = 0: its R^2 is 1.0 if predicted exactly,
-    else 0.0, as scikit-learn does, rather than -inf or nan.
-    """
+def _columns(pred, y) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions and targets as float64 (n, k) arrays of one shape."""
     pred = np.asarray(pred, dtype=np.float64)
     pred = pred.reshape(len(pred), -1)
-    y = np.asarray(y, dtype=np.float64).reshape(pred.shape)
-    err = pred - y
-    ss_res = np.sum(err ** 2, axis=0)
+    return pred, np.asarray(y, dtype=np.float64).reshape(pred.shape)
+
+
+def mse(pred, y) -> float:
+    pred, y = _columns(pred, y)
+    return float(np.mean((pred - y) ** 2))
+
+
+def mae(pred, y) -> float:
+    pred, y = _columns(pred, y)
+    return float(np.mean(np.abs(pred - y)))
+
+
+def r2(pred, y) -> float:
+    """R^2 = 1 - SS_res / SS_tot per output column, then averaged (scikit-learn's "uniform_average").
+
+    A constant target column has SS_tot = 0: its R^2 is 1.0 if predicted
+    exactly, else 0.0, as scikit-learn does, rather than -inf or nan.
+    """
+    pred, y = _columns(pred, y)
+    ss_res = np.sum((pred - y) ** 2, axis=0)
     ss_tot = np.sum((y - y.mean(axis=0)) ** 2, axis=0)
-    r2 = np.where(ss_tot > 0, 1.0 - _ratio(ss_res, ss_tot), np.where(ss_res == 0, 1.0, 0.0))
-    return {"mse": float(np.mean(err ** 2)), "mae": float(np.mean(np.abs(err))), "r2": float(r2.mean())}
+    return float(np.where(ss_tot > 0, 1.0 - _ratio(ss_res, ss_tot), np.where(ss_res == 0, 1.0, 0.0)).mean())
+
+
+def regression_metrics(pred, y) -> dict:
+    """MSE and MAE over all elements; R^2 per output column, then averaged."""
+    return {"mse": mse(pred, y), "mae": mae(pred, y), "r2": r2(pred, y)}
 
 
 def classification_summary(y_true, y_pred, class_names) -> dict:
@@ -135,11 +164,6 @@ def classification_summary(y_true, y_pred, class_names) -> dict:
     return {"accuracy": float(np.trace(cm) / total) if total else 0.0,
             "confusion_matrix": cm.tolist(), "per_class": per_class,
             "macro": report["macro"], "weighted": report["weighted"]}
-
-
-def resolve_mode(monitor: str, mode: str = "auto") -> str:
-    """Whether a monitored metric is better when smaller ("min") or larger ("max"); auto: accuracy is maximized."""
-    return ("max" if monitor.endswith("accuracy") else "min") if mode == "auto" else mode
 
 
 SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
@@ -165,3 +189,104 @@ def sparkline(values, width: int = 60) -> str:
     else:
         levels = np.floor((np.where(finite, v, low) - low) / (high - low) * 7 + 0.5).astype(int)
     return "".join(SPARK_BLOCKS[k] if ok else " " for k, ok in zip(levels, finite))
+
+
+# -- the registry ----------------------------------------------------------------------------------
+
+TASKS = ("multiclass", "binary", "regression")
+SPLITS = ("val", "train")   # a history column is <split>_<metric>: val_loss, train_accuracy
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One figure a set is scored by.
+
+    compute(logits, y, loss) -> float   over a whole set; `loss` is the run's Loss
+                                        (loss.kind is the task)
+    mode                                "min" or "max": which way is better
+    tasks                               the tasks it applies to (TASKS)
+    short, format                       how the epoch line shows it: "acc 95.00%"
+    per_epoch                           logged every epoch, as train_<name> and
+                                        val_<name>, so it can be monitored
+    tally(logits, y, loss) -> (sum, n)  for train_<name>: one batch's share, the
+                                        epoch's value being the ratio of the totals
+                                        (None for the loss: the trainer sums the
+                                        objective it already has, penalties included)
+    """
+
+    name: str
+    mode: str
+    tasks: tuple[str, ...]
+    compute: Callable
+    short: str
+    format: str = "{:.4f}"
+    per_epoch: bool = False
+    tally: Callable | None = None
+
+    def show(self, value: float) -> str:
+        return self.format.format(value)
+
+
+def _outputs(logits, task: str) -> int:
+    """How many predictions accuracy counts: examples (multiclass) or every output (binary)."""
+    return logits.size if task == "binary" else len(logits)
+
+
+METRICS = {
+    "loss": Metric("loss", "min", TASKS, lambda logits, y, loss: loss(logits, y)[0], "loss", per_epoch=True),
+    "accuracy": Metric("accuracy", "max", ("multiclass", "binary"),
+                       lambda logits, y, loss: count_correct(logits, y, loss.kind) / _outputs(logits, loss.kind),
+                       "acc", "{:.2%}", per_epoch=True,
+                       tally=lambda logits, y, loss: (count_correct(logits, y, loss.kind),
+                                                      _outputs(logits, loss.kind))),
+    "mse": Metric("mse", "min", ("regression",), lambda logits, y, loss: mse(logits, y), "mse"),
+    "mae": Metric("mae", "min", ("regression",), lambda logits, y, loss: mae(logits, y), "mae"),
+    "r2": Metric("r2", "max", ("regression",), lambda logits, y, loss: r2(logits, y), "r2"),
+}
+
+
+def metrics_for(task: str) -> list[Metric]:
+    """The metrics that apply to a task, in registry order."""
+    return [m for m in METRICS.values() if task in m.tasks]
+
+
+def monitorable() -> tuple[str, ...]:
+    """The history columns training.monitor may name: val_loss, val_accuracy, train_loss, train_accuracy, ..."""
+    return tuple(f"{split}_{m.name}" for split in SPLITS for m in METRICS.values() if m.per_epoch)
+
+
+def metric_for(column: str) -> Metric:
+    """The metric a history column holds: val_accuracy and train_accuracy -> accuracy."""
+    split, _, name = column.partition("_")
+    if split not in SPLITS or name not in METRICS:
+        raise ValueError(f"{column!r} is not a metric column; they are <split>_<metric> with split "
+                         f"{' or '.join(SPLITS)} and metric one of {', '.join(METRICS)}")
+    return METRICS[name]
+
+
+def resolve_mode(monitor: str, mode: str = "auto") -> str:
+    """"min" or "max": `mode`, where auto is the monitored metric's own direction (accuracy is maximized)."""
+    return metric_for(monitor).mode if mode == "auto" else mode
+
+
+def format_metric(column: str, value: float) -> str:
+    """A history column as the epoch line shows it: "loss 0.1234", "acc 95.00%", "val_acc 94.10%"."""
+    metric = metric_for(column)
+    prefix = "" if column.startswith("train_") else column.split("_", 1)[0] + "_"
+    return f"{prefix}{metric.short} {metric.show(value)}"
+
+
+# -- scoring a whole set -----------------------------------------------------------------------------
+
+def predict_logits(model: Model, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+    """The network's outputs for a whole set, in large batches at evaluation mode."""
+    logits = np.empty((len(x), model.output_dim), dtype=model.dtype)
+    for i in range(0, len(x), batch_size):
+        logits[i:i + batch_size] = model.forward(x[i:i + batch_size], training=False)  # copied: buffers are reused
+    return logits
+
+
+def evaluate(model: Model, loss: Loss, x: np.ndarray, y: np.ndarray, batch_size: int = 4096) -> dict:
+    """Every metric of the loss's task over a whole set: loss (without penalties) and accuracy, or mse, mae, r2."""
+    logits = predict_logits(model, x, batch_size)
+    return {m.name: m.compute(logits, y, loss) for m in metrics_for(loss.kind)}
