@@ -33,7 +33,8 @@ import numpy as np
 from bpcli.cli.progress import RichProgress
 from bpcli.training.callbacks import Callback
 from bpcli.training.diagnostics import LayerDiagnostics
-from bpcli.config.sections import parse_config_text, resolved_dict
+from bpcli.config.loading import parse_config_text
+from bpcli.config.sections import resolved_dict
 from bpcli.data.catalog import load_dataset
 from bpcli.tools.timing import BareGemms
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from bpcli.training.callbacks import Callback
-from bpcli.config.sections import parse_config_text, resolved_dict
+from bpcli.config.loading import parse_config_text
+from bpcli.config.sections import resolved_dict
 from bpcli.training.denormals import flush_denormals
 from bpcli.training.run import train_run
 

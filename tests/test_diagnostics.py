@@ -9,8 +9,10 @@ import pytest
 import yaml
 
 from bpcli.nn.activations import ACTIVATIONS
-from bpcli.config.sections import DiagnosticsSection, parse_config_text, resolved_dict
-from bpcli.training.diagnostics import CAN_DIE, NEVER_DEAD_OR_SATURATED, SATURATION, taps_of, warnings_for
+from bpcli.config.loading import parse_config_text
+from bpcli.config.sections import DiagnosticsSection, resolved_dict
+from bpcli.training.advice import warnings_for
+from bpcli.training.diagnostics import CAN_DIE, NEVER_DEAD_OR_SATURATED, SATURATION, taps_of
 from bpcli.nn.model import build_model
 from bpcli.training.run import as_config, prepare_data, train_run
 from bpcli.training.callbacks import Callback

@@ -28,7 +28,8 @@ from safetensors.numpy import load as load_tensors
 from safetensors.numpy import save as save_tensors
 
 from bpcli.training.checkpoint import load_checkpoint
-from bpcli.config.sections import parse_config_text, resolved_dict
+from bpcli.config.loading import parse_config_text
+from bpcli.config.sections import resolved_dict
 from bpcli.errors import BpcliError, CheckpointError
 from bpcli.tools.inference import evaluate_checkpoint, restore
 from bpcli.training.run import train_run
@@ -503,7 +504,7 @@ def test_resume_with_another_architecture_is_refused_even_with_force(run_a):
     forced = bpcli("train", b, "--resume", run, "--force")
     assert forced.returncode == 5 and "Traceback" not in forced.stderr
     assert forced.stderr.startswith(f"error: cannot resume from {run / 'checkpoints' / 'last.safetensors'}: ")
-    assert "layers.0.weight has shape (2, 32), the model needs (2, 64)" in forced.stderr
+    assert "tensor layers.0.weight has shape (2, 32) (float32), but the model needs shape (2, 64)" in forced.stderr
     assert "--force accepts a changed config, but not one whose model or optimizer cannot take" in forced.stderr
     assert (run / "config.yaml").read_text() == before  # the refused resume changed nothing
 
@@ -607,7 +608,7 @@ def terminal_console(stderr: bool = False):
 @pytest.mark.parametrize("no_color, bars", [("1", False), ("", True), (None, True)])
 def test_progress_bars_only_at_a_terminal_without_no_color(monkeypatch, no_color, bars):
     """NO_COLOR set to anything but '' (no-color.org) means plain lines, whatever the console says."""
-    from bpcli.training.callbacks import PlainProgress, RichProgress
+    from bpcli.cli.progress import PlainProgress, RichProgress
     from bpcli.cli import data, train
 
     monkeypatch.delenv("NO_COLOR", raising=False)

@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 
 from bpcli.nn.activations import ACTIVATIONS
 from bpcli.cli.app import app
-from bpcli.config.sections import parse_config_text, resolved_dict
+from bpcli.config.loading import parse_config_text
+from bpcli.config.sections import resolved_dict
 from bpcli.tools.explain import Line, explain, holds, render
 from bpcli.nn.losses import LOSSES
 from bpcli.nn.model import build_model

@@ -8,7 +8,7 @@ import pytest
 from numpy.testing import assert_allclose
 
 from bpcli.errors import CheckpointError, ConfigError
-from bpcli.config.sections import parse_config_text
+from bpcli.config.loading import parse_config_text
 from bpcli.optim.clipping import clip_grad_norm, clip_grad_value, global_norm
 from bpcli.optim.optimizers import OPTIMIZERS, SGD, Adagrad, Adam, AdamW, RMSprop, build_optimizer
 

@@ -15,7 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from bpcli.cli.app import app
-from bpcli.config.sections import parse_config_text, resolved_dict
+from bpcli.config.loading import parse_config_text
+from bpcli.config.sections import resolved_dict
 from bpcli.tools.inference import evaluate_checkpoint, evaluate_with_outputs
 from bpcli.nn.metrics import probabilities
 from bpcli.plots.evaluation import evaluation_figure, most_confident_mistakes

@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from bpcli.cli.app import app
 from bpcli.cli.train import loss_sparklines
-from bpcli.config.sections import load_config, resolved_dict
+from bpcli.config.loading import load_config
+from bpcli.config.sections import resolved_dict
 from bpcli.nn.losses import LOSSES
 from bpcli.nn.metrics import sparkline
 from bpcli.training.run import prepare_data

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bpcli.errors import CheckpointError, ConfigError
-from bpcli.config.sections import parse_config_text
+from bpcli.config.loading import parse_config_text
 from bpcli.optim.schedules import (
     SCHEDULES, Constant, Cosine, Exponential, ReduceOnPlateau, StepDecay, build_schedule, schedule_from_config)
 

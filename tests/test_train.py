@@ -13,7 +13,8 @@ import pytest
 
 from bpcli.training.callbacks import Callback
 from bpcli.training.checkpoint import load_checkpoint
-from bpcli.config.sections import parse_config_text, resolved_dict
+from bpcli.config.loading import parse_config_text
+from bpcli.config.sections import resolved_dict
 from bpcli.errors import ConfigError, DivergedError, Interrupted
 from bpcli.tools.inference import evaluate_checkpoint, predict_file
 from bpcli.training.interrupts import StopRequest

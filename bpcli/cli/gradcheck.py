@@ -32,7 +32,8 @@ def gradcheck(
     from bpcli.tools.gradcheck import check_all, check_config
 
     if config:
-        from bpcli.config.sections import load_config, resolved_dict
+        from bpcli.config.loading import load_config
+        from bpcli.config.sections import resolved_dict
 
         cfg = resolved_dict(load_config(config, overrides or []))
         results = check_config(cfg, eps=eps, tol=tol, seed=seed, samples=samples, max_entries=max_entries)

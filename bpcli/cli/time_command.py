@@ -24,14 +24,15 @@ def time_(
 
     Example: bpcli time configs/quickstart.yaml --synthetic
     """
-    from bpcli.config.sections import load_config, resolved_dict
+    from bpcli.config.loading import load_config
+    from bpcli.config.sections import resolved_dict
     from bpcli.tools.timing import time_config
-    from bpcli.training.trainer import build_parts
+    from bpcli.training.step import build_parts
 
-    cfg = resolved_dict(load_config(config, overrides or []))
+    typed = load_config(config, overrides or [])
+    cfg = resolved_dict(typed)
     x, y, n = timing_data(cfg, synthetic)
-    batch = min(cfg["data"]["batch_size"], n)
-    parts = build_parts(cfg, x.shape[1], -(-n // batch))
+    parts = build_parts(typed, x.shape[1], typed.data.steps_per_epoch(n))
     report = time_config(parts, x, y, cfg["data"]["batch_size"], n, repeats)
     if as_json:
         return print_json(report)

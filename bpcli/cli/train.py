@@ -27,7 +27,7 @@ def progress_callbacks(quiet: bool) -> list:
 
 def resolve_config(config: Optional[str], overrides: list[str], resume: Optional[str]):
     """(Config, name) from CONFIG (+ --set), or, with --resume and no CONFIG, from the checkpoint's own."""
-    from bpcli.config.sections import load_config
+    from bpcli.config.loading import load_config
     from bpcli.errors import ConfigError
 
     if config:

@@ -1,50 +1,34 @@
-"""The config file: its sections, and reading it into a validated Config.
+"""The config file's sections: what each key means, its type, range and default.
 
-    load_config(path, overrides=()) -> Config       parse_config_text(text, name, overrides) -> Config
-    resolved_dict(config) -> dict                   config_json_schema() -> dict
-    optimizer_kwargs(config), schedule_kwargs(config), monitor_mode(config)
-
-Contract. A config is data only (yamlio.py reads the YAML: YAML 1.2 scalars,
-duplicate keys refused, size caps). It is validated in full before anything
-runs, and every problem is reported at once in one ConfigError, one line each,
-sorted by line, each naming the file position and key path (config_messages.py
-words them):
-
-    run.yaml: 2 problems in the config:
-      run.yaml:7:3 optimizer.momentum: unknown key; allowed: beta1, beta2, eps, lr, name, weight_decay.
-      run.yaml:12:15 data.batch_size: must be an integer >= 1 (got -4)
-
-`--set key.path=value` overrides are applied to the parsed mapping before
-validation, and problems in them are reported as `--set key.path=value: ...`.
+    Config                 the whole file: model, loss, optimizer, schedule, data, training,
+                           diagnostics, checkpoint, output
+    resolved_dict(config)  every key with its default filled in (config show, checkpoints, run dirs)
+    optimizer_kwargs(config)  the optimizer's hyperparameters (its options minus name and lr)
 
 Why pydantic: one declaration gives validation, defaults, the JSON Schema for
-editors and the tables of docs/config.md. The variants of the loss, optimizer,
-schedule, layers, activations and initializers are generated from the
-registries (schema.py), so the schema cannot drift from the code. Models are
-strict (no coercion): YAML already typed each value, so `nesterov: yes` is the
-string 'yes', an error, not true.
+editors and the tables of docs/config.md (reference.py). The variants of the
+loss, optimizer, schedule, layers, activations and initializers are generated
+from the registries (schema.py), so the schema cannot drift from the code.
+Models are strict (no coercion): YAML already typed each value, so
+`nesterov: yes` is the string 'yes', an error, not true. Reading a file into a
+Config, with every problem at its line, is loading.py's job.
 """
 
 import math
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Sequence
+from typing import Annotated, Any, Literal, Optional
 
-from pydantic import AfterValidator, ConfigDict, Field, ValidationError, WithJsonSchema, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, WithJsonSchema, model_validator
 from pydantic_core import PydanticCustomError
 
 from bpcli.nn.activations import ACTIVATIONS
-from bpcli.config.messages import located, problem, show
 from bpcli.data.catalog import DATASETS
-from bpcli.errors import ConfigError, did_you_mean
-from bpcli.nn.losses import LOSSES
+from bpcli.errors import did_you_mean
 from bpcli.nn.metrics import resolve_mode
 from bpcli.nn.model import DTYPES, _next_activation
-from bpcli.optim.optimizers import OPTIMIZERS
-from bpcli.optim.schedules import SCHEDULES
 from bpcli.data.preprocessing import Preprocessor
 from bpcli.config.schema import (ACTIVATION_CHOICES, INIT_CHOICES, LAYER_TYPES, LOSS_OPTIONS, OPTIMIZER_OPTIONS,
                      SCHEDULE_OPTIONS, Layer, Strict, tagged)
-from bpcli.config.yamlio import Document, format_path, parse_yaml, problems_error, read_yaml_file
 
 DEFAULT_LOSS, DEFAULT_OPTIMIZER, DEFAULT_SCHEDULE = "cross_entropy", "sgd", "constant"
 MONITORS = ("val_loss", "val_accuracy", "train_loss", "train_accuracy")
@@ -104,7 +88,7 @@ class DataSection(Strict):
         return math.ceil(n_train / self.batch_size_for(n_train))
 
 
-class EarlyStopping(Strict):
+class EarlyStoppingSection(Strict):
     """Stop when the monitored metric has not improved for `patience` epochs."""
 
     patience: int = Field(5, ge=1, description="Epochs without improvement before training stops.")
@@ -120,7 +104,7 @@ class TrainingSection(Strict):
     monitor: Literal[MONITORS] = Field("val_loss", description=(
         "The metric behind early stopping, the best checkpoint and reduce_on_plateau."))
     mode: Literal[MODES] = Field("auto", description="Whether the monitor should go down or up; auto: max for *accuracy.")
-    early_stopping: Optional[EarlyStopping] = Field(None, description="null: off; or a mapping (see below).")
+    early_stopping: Optional[EarlyStoppingSection] = Field(None, description="null: off; or a mapping (see below).")
     clip_grad_norm: Optional[float] = Field(None, gt=0, description="Scale gradients down to this global L2 norm.")
     clip_grad_value: Optional[float] = Field(None, gt=0, description="Clip each gradient to [-value, value].")
 
@@ -211,91 +195,6 @@ class Config(Strict):
         return data
 
 
-# -- loading -------------------------------------------------------------------------------------
-
-def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
-    """Read and validate a config file; raise one ConfigError listing every problem."""
-    return _validated(read_yaml_file(path), str(path), overrides)
-
-
-def parse_config_text(text: str, name: str = "<config>", overrides: Sequence[str] = ()) -> Config:
-    """Validate config text; `name` stands for the file in messages."""
-    return _validated(parse_yaml(text, name), name, overrides)
-
-
-def _validated(doc: Document, name: str, overrides: Sequence[str]) -> Config:
-    if doc.data is None:
-        raise ConfigError("the config is empty; it needs at least model.layers", file=name)
-    if not isinstance(doc.data, dict):
-        raise ConfigError(f"{name}:{doc.positions[()]}: the top level must be a mapping of sections "
-                          f"({', '.join(SECTIONS)}), not {show(doc.data)}")
-    applied = [_apply_override(doc.data, text) for text in overrides]
-    try:
-        config = Config.model_validate(doc.data)
-        problems = _cross_field_problems(config)
-    except ValidationError as error:
-        problems = [problem(e, doc.data, Config) for e in error.errors(include_url=False)]
-    if problems:
-        raise problems_error(name, located(problems, name, doc.positions, applied))
-    return config
-
-
-def _apply_override(data: dict, text: str) -> tuple[tuple, str]:
-    """Set KEY.PATH=VALUE in `data`, creating missing or null mappings on the way; return (path, text)."""
-    key, sep, value_text = text.partition("=")
-    parts = key.strip().split(".")
-    if not sep or not all(parts):
-        raise ConfigError(f"--set {text}: expected KEY.PATH=VALUE, e.g. optimizer.lr=0.001")
-    try:
-        value = parse_yaml(value_text, "value").data
-    except ConfigError as error:
-        raise ConfigError(f"--set {text}: the value is not valid: {error.detail}") from None
-    node, path = data, []
-    for i, part in enumerate(parts):
-        if isinstance(node, list):
-            if not part.isdigit() or int(part) >= len(node):
-                raise ConfigError(f"--set {text}: {format_path(path)} is a list of {len(node)} items; "
-                                  f"{part!r} is not an index from 0 to {len(node) - 1}")
-            part = int(part)
-        elif not isinstance(node, dict):
-            raise ConfigError(f"--set {text}: {format_path(path)} is {show(node)}, not a mapping or a list")
-        path.append(part)
-        if i == len(parts) - 1:
-            node[part] = value
-        elif isinstance(node, dict) and node.get(part) is None:
-            node[part] = {}
-        node = node[part]
-    return tuple(path), text
-
-
-def _cross_field_problems(config: Config) -> list[tuple[tuple, str]]:
-    """Rules that tie a value to another: between sections here, within a component by its own class.
-
-    A component states its rules in `option_problems` (SGD: nesterov needs momentum;
-    cosine: min_lr at most lr, warmup at most the epochs), so they are written once,
-    beside the code they protect, and checked here, before anything is built.
-    """
-    problems, monitor = [], config.training.monitor
-    if monitor.startswith("val_") and config.data.val_fraction == 0:
-        problems.append((("training", "monitor"), f"{monitor!r} needs a validation set: set data.val_fraction "
-                                                  f"> 0, or monitor a train_* metric"))
-    if monitor.endswith("accuracy") and LOSSES[config.loss.name].kind == "regression":
-        classification = sorted(name for name, cls in LOSSES.items() if cls.kind != "regression")
-        problems.append((("training", "monitor"), f"{monitor!r} needs a classification loss "
-                                                  f"({', '.join(classification)}), not {config.loss.name!r}"))
-    diagnostics = config.diagnostics
-    if diagnostics.update_ratio_low >= diagnostics.update_ratio_high:
-        problems.append((("diagnostics", "update_ratio_low"), f"must be below diagnostics.update_ratio_high "
-                                                             f"({diagnostics.update_ratio_high:g})"))
-    optimizer, schedule = config.optimizer, config.schedule
-    problems += [(("optimizer", key), message)
-                 for key, message in OPTIMIZERS[optimizer.name].option_problems(optimizer.model_dump())]
-    context = {"lr": optimizer.lr, "epochs": config.training.epochs}
-    problems += [(("schedule", key), message)
-                 for key, message in SCHEDULES[schedule.name].option_problems(schedule.model_dump(), context)]
-    return problems
-
-
 # -- output --------------------------------------------------------------------------------------
 
 def resolved_dict(config: Config) -> dict:
@@ -316,19 +215,3 @@ def resolved_dict(config: Config) -> dict:
 def optimizer_kwargs(config: Config) -> dict:
     """Hyperparameters for build_optimizer (without name; lr goes to the schedule)."""
     return config.optimizer.model_dump(exclude={"name", "lr"})
-
-
-def config_json_schema() -> dict:
-    """A JSON Schema (draft 2020-12) of the config file, for editors (yaml-language-server and the like)."""
-    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", **Config.model_json_schema()}
-    for models, key, default in TAGGED_UNIONS:
-        for tag, model in models.items():
-            if tag != default:   # pydantic lists no tag as required: it has a default in each variant
-                definition = schema["$defs"][model.__name__]
-                definition["required"] = [key, *definition.get("required", [])]
-    for section, models in (("loss", LOSS_OPTIONS), ("optimizer", OPTIMIZER_OPTIONS), ("schedule", SCHEDULE_OPTIONS)):
-        # The names once more at the section level, so an editor completes `name:` before a variant is chosen.
-        default = {"loss": DEFAULT_LOSS, "optimizer": DEFAULT_OPTIMIZER, "schedule": DEFAULT_SCHEDULE}[section]
-        schema["properties"][section].update(type="object", properties={"name": {
-            "enum": sorted(models), "default": default, "description": f"Which {section}."}})
-    return schema

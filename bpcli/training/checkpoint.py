@@ -24,13 +24,13 @@ a non-finite parameter is never written.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from bpcli.errors import CheckpointError
-from bpcli.fileio import atomic_write_bytes, write_error
+from bpcli.fileio import write_file
 
 FORMAT = "bpcli-checkpoint"
 VERSION = 1
@@ -43,7 +43,6 @@ class Checkpoint:
     tensors: dict[str, np.ndarray]
     meta: dict
     path: Path | None = None
-    extra: dict = field(default_factory=dict)
 
     def group(self, prefix: str) -> dict[str, np.ndarray]:
         """Tensors whose names start with `prefix.`, with the prefix removed."""
@@ -66,10 +65,7 @@ def save_checkpoint(path: str | Path, tensors: dict[str, np.ndarray], meta: dict
     scalars = sorted(name for name, t in tensors.items() if np.ndim(t) == 0)  # safetensors stores them as (1,)
     header = {"bpcli": json.dumps({"format": FORMAT, "version": VERSION, **meta, "scalars": scalars})}
     arrays = {name: np.ascontiguousarray(t) for name, t in tensors.items()}
-    try:
-        atomic_write_bytes(path, save(arrays, metadata=header), backup)
-    except OSError as error:
-        raise write_error(path, error, "checkpoint") from None
+    write_file(path, save(arrays, metadata=header), "checkpoint", backup)
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:

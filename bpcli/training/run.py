@@ -13,7 +13,8 @@ from pathlib import Path
 
 import yaml
 
-from bpcli.config.sections import Config, parse_config_text, resolved_dict
+from bpcli.config.loading import parse_config_text
+from bpcli.config.sections import Config, resolved_dict
 from bpcli.data.catalog import load_dataset
 from bpcli.data.preprocessing import Prepared, prepare
 from bpcli.errors import CheckpointError, ConfigError, DiskFullError, Interrupted
