@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import time
 
+from bpcli.nn.metrics import format_metric
 from bpcli.training.callbacks import Callback
-
-SHORT_NAMES = {"train_loss": "loss", "train_accuracy": "acc", "val_loss": "val_loss", "val_accuracy": "val_acc"}
-
 
 def format_row(row: dict, epochs: int) -> str:
     """One line per epoch, short enough for an 100-column terminal: the figures of metrics.csv."""
     parts = [f"epoch {row['epoch']}/{epochs}"]
-    for key, short in SHORT_NAMES.items():
-        if row.get(key) is not None:
-            parts.append(f"{short} {row[key]:.2%}" if "accuracy" in key else f"{short} {row[key]:.4f}")
+    parts += [format_metric(key, value) for key, value in row.items()
+              if key.startswith(("train_", "val_")) and value is not None]
     parts.append(f"lr {row['lr']:.3g}  grad {row['grad_norm']:.3g}  {row['seconds']:.1f}s")
     return "  ".join(parts)
 
@@ -59,7 +56,7 @@ class RichProgress(Callback):
             return
         self.last_draw = now
         live = loop.live_stats()
-        stats = f"loss {live['loss']:.4f}" + (f"  acc {live['accuracy']:.2%}" if "accuracy" in live else "")
+        stats = "  ".join(format_metric(key, value) for key, value in live.items() if key != "lr")
         self.progress.update(self.batch_task, completed=loop.batch, stats=f"{stats}  lr {live['lr']:.3g}")
 
     def on_epoch_end(self, loop, row):

@@ -29,6 +29,7 @@ from bpcli.config.sections import SECTIONS, Config
 from bpcli.config.yamlio import Document, format_path, parse_yaml, problems_error, read_yaml_file
 from bpcli.errors import ConfigError
 from bpcli.nn.losses import LOSSES
+from bpcli.nn.metrics import metric_for
 from bpcli.optim.optimizers import OPTIMIZERS
 from bpcli.optim.schedules import SCHEDULES
 
@@ -99,10 +100,12 @@ def _cross_field_problems(config: Config) -> list[tuple[tuple, str]]:
     if monitor.startswith("val_") and config.data.val_fraction == 0:
         problems.append((("training", "monitor"), f"{monitor!r} needs a validation set: set data.val_fraction "
                                                   f"> 0, or monitor a train_* metric"))
-    if monitor.endswith("accuracy") and LOSSES[config.loss.name].kind == "regression":
-        classification = sorted(name for name, cls in LOSSES.items() if cls.kind != "regression")
-        problems.append((("training", "monitor"), f"{monitor!r} needs a classification loss "
-                                                  f"({', '.join(classification)}), not {config.loss.name!r}"))
+    tasks = metric_for(monitor).tasks
+    if LOSSES[config.loss.name].kind not in tasks:
+        fitting = sorted(name for name, cls in LOSSES.items() if cls.kind in tasks)
+        kind = "classification" if "regression" not in tasks else " or ".join(tasks)
+        problems.append((("training", "monitor"), f"{monitor!r} needs a {kind} loss "
+                                                  f"({', '.join(fitting)}), not {config.loss.name!r}"))
     diagnostics = config.diagnostics
     if diagnostics.update_ratio_low >= diagnostics.update_ratio_high:
         problems.append((("diagnostics", "update_ratio_low"), f"must be below diagnostics.update_ratio_high "

@@ -24,14 +24,14 @@ from pydantic_core import PydanticCustomError
 from bpcli.nn.activations import ACTIVATIONS
 from bpcli.data.catalog import DATASETS
 from bpcli.errors import did_you_mean
-from bpcli.nn.metrics import resolve_mode
+from bpcli.nn.metrics import monitorable, resolve_mode
 from bpcli.nn.model import DTYPES, _next_activation
 from bpcli.data.preprocessing import Preprocessor
 from bpcli.config.schema import (ACTIVATION_CHOICES, INIT_CHOICES, LAYER_TYPES, LOSS_OPTIONS, OPTIMIZER_OPTIONS,
                      SCHEDULE_OPTIONS, Layer, Strict, tagged)
 
 DEFAULT_LOSS, DEFAULT_OPTIMIZER, DEFAULT_SCHEDULE = "cross_entropy", "sgd", "constant"
-MONITORS = ("val_loss", "val_accuracy", "train_loss", "train_accuracy")
+MONITORS = monitorable()   # val_loss, val_accuracy, train_loss, train_accuracy: from the metric registry
 MODES = ("auto", "min", "max")
 
 

@@ -20,11 +20,10 @@ from bpcli.config.sections import Config, resolved_dict
 from bpcli.data.catalog import DATASETS, IdxSource, load_dataset
 from bpcli.errors import CheckpointError, ConfigError, DataError
 from bpcli.nn.losses import Loss, build_loss
-from bpcli.nn.metrics import classification_summary, predict_classes, probabilities, regression_metrics
+from bpcli.nn.metrics import classification_summary, predict_classes, predict_logits, probabilities, regression_metrics
 from bpcli.nn.model import Model, build_model
 from bpcli.data.preprocessing import Preprocessor, loss_targets, split_dataset
 from bpcli.data.tables import load_csv_inputs, load_npz_inputs
-from bpcli.training.trainer import predict_logits
 
 SPLITS = ("test", "val", "train")
 

@@ -26,11 +26,11 @@ from itertools import pairwise
 import numpy as np
 
 from bpcli.nn.losses import MAE, MSE, BinaryCrossEntropy, CrossEntropy, Huber, Loss
+from bpcli.nn.metrics import evaluate, predict_logits
 from bpcli.data.preprocessing import Prepared
 from bpcli.config.sections import Config, resolved_dict
 from bpcli.training.run import as_config, prepare_data
 from bpcli.training.step import Clipping, Parts, build_parts, epoch_order, train_step
-from bpcli.training.trainer import evaluate, predict_logits
 
 INITIAL_EXAMPLES = 2048         # the initial loss is a mean over this many: its sampling error is ~0.01 nats
 L2_VALUES = (0.0, 1e-2, 1e-1)

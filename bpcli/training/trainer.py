@@ -25,9 +25,7 @@ from bpcli import __version__
 from bpcli.config.sections import Config, resolved_dict
 from bpcli.data.preprocessing import Prepared
 from bpcli.errors import DivergedError, Interrupted
-from bpcli.nn.metrics import count_correct, regression_metrics
-from bpcli.nn.model import Model
-from bpcli.nn.losses import Loss
+from bpcli.nn.metrics import evaluate, metrics_for
 from bpcli.training.callbacks import Callback, LoopView
 from bpcli.training.checkpoint import Checkpoint
 from bpcli.training.denormals import flush_denormals
@@ -36,30 +34,21 @@ from bpcli.training.monitor import Monitor
 from bpcli.training.step import Clipping, Parts, epoch_order, train_step
 
 
-def predict_logits(model: Model, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
-    """The network's outputs for a whole set, in large batches at evaluation mode."""
-    logits = np.empty((len(x), model.output_dim), dtype=model.dtype)
-    for i in range(0, len(x), batch_size):
-        logits[i:i + batch_size] = model.forward(x[i:i + batch_size], training=False)  # copied: buffers are reused
-    return logits
+def fresh_partial(tallied) -> dict:
+    """Running sums of the unfinished epoch (kept in checkpoints, so a mid-epoch resume logs the same row).
+
+    A tallied metric (accuracy) keeps <name>_sum and <name>_n: the epoch's train_<name> is their ratio.
+    """
+    sums = {"loss_sum": 0.0, "count": 0, "grad_norm_sum": 0.0, "batches": 0, "seconds": 0.0, "lr": 0.0}
+    for metric in tallied:
+        sums.update({f"{metric.name}_sum": 0, f"{metric.name}_n": 0})
+    return sums
 
 
-def evaluate(model: Model, loss: Loss, x: np.ndarray, y: np.ndarray, batch_size: int = 4096) -> dict:
-    """Loss (without penalties) and accuracy, or mse/mae/r2 for regression, over a whole set."""
-    logits = predict_logits(model, x, batch_size)
-    result = {"loss": loss(logits, y)[0]}
-    if loss.kind == "regression":
-        result.update(regression_metrics(logits, y.reshape(logits.shape)))
-    else:
-        outputs = logits.size if loss.kind == "binary" else len(logits)
-        result["accuracy"] = count_correct(logits, y, loss.kind) / outputs
-    return result
-
-
-def fresh_partial() -> dict:
-    """Running sums of the unfinished epoch (kept in checkpoints, so a mid-epoch resume logs the same row)."""
-    return {"loss_sum": 0.0, "count": 0, "correct": 0, "outputs": 0, "grad_norm_sum": 0.0, "batches": 0,
-            "seconds": 0.0, "lr": 0.0}
+def _format_1_partial(partial: dict) -> dict:
+    """Checkpoints written before the metric registry counted accuracy as correct/outputs."""
+    renamed = {"correct": "accuracy_sum", "outputs": "accuracy_n"}
+    return {renamed.get(k, k): v for k, v in partial.items()}
 
 
 class Trainer:
@@ -78,8 +67,11 @@ class Trainer:
         self.monitor = Monitor(training.monitor, training.monitor_mode, early.min_delta if early else 0.0)
         self.restore_best = early.restore_best if early else True
         self.summary: dict = {}
+        kind = parts.loss.kind
+        self.epoch_metrics = [m for m in metrics_for(kind) if m.per_epoch]   # logged as train_ and val_ columns
+        self.tallied = [m for m in self.epoch_metrics if m.tally is not None]
         self.epoch, self.step, self.batch = 0, 0, 0
-        self.partial = fresh_partial()
+        self.partial = fresh_partial(self.tallied)
         self.history: list[dict] = []
         self.stop_reason: str | None = None
         self.view = LoopView(self)
@@ -141,33 +133,33 @@ class Trainer:
         self._notify("on_gradients", dtheta)
 
     def _add_to_partial(self, value: float, logits: np.ndarray, y: np.ndarray, norm: float, lr: float) -> None:
-        p, kind = self.partial, self.parts.loss.kind
+        p = self.partial
         p["loss_sum"] += value * len(y)
         p["count"] += len(y)
         p["grad_norm_sum"] += norm
         p["batches"] += 1
         p["lr"] = lr
-        if kind != "regression":
-            p["correct"] += count_correct(logits, y, kind)
-            p["outputs"] += logits.size if kind == "binary" else len(y)
+        for metric in self.tallied:
+            total, n = metric.tally(logits, y, self.parts.loss)
+            p[f"{metric.name}_sum"] += total
+            p[f"{metric.name}_n"] += n
 
     def end_epoch(self) -> dict:
         """The epoch's metric row; validation in large batches; feeds reduce-on-plateau and the monitor."""
         started = time.perf_counter()
         p = self.partial
         row = {"epoch": self.epoch + 1, "train_loss": p["loss_sum"] / p["count"]}
-        if self.parts.loss.kind != "regression":
-            row["train_accuracy"] = p["correct"] / p["outputs"]
+        row.update({f"train_{m.name}": p[f"{m.name}_sum"] / p[f"{m.name}_n"] for m in self.tallied})
         if self.data.x_val is not None:
             val = evaluate(self.parts.model, self.parts.loss, self.data.x_val, self.data.y_val, self.eval_batch_size)
-            row.update({f"val_{k}": val[k] for k in ("loss", "accuracy") if k in val})
+            row.update({f"val_{m.name}": val[m.name] for m in self.epoch_metrics})
         row.update(lr=p["lr"], grad_norm=p["grad_norm_sum"] / p["batches"],
                    seconds=p["seconds"] + time.perf_counter() - started)
         if hasattr(self.parts.schedule, "observe"):
             self.parts.schedule.observe(row.get(self.monitor.metric, math.nan))
         self.monitor.update(row.get(self.monitor.metric), row["epoch"], self.parts.model.state_dict)
         self.history.append(row)
-        self.epoch, self.batch, self.partial = self.epoch + 1, 0, fresh_partial()
+        self.epoch, self.batch, self.partial = self.epoch + 1, 0, fresh_partial(self.tallied)
         if self.epoch >= self.epochs:  # said before the callbacks run, so the final checkpoint records it
             self.stop_reason = f"completed {self.epochs} epochs"
         return row
@@ -212,19 +204,17 @@ class Trainer:
     # -- what callbacks and the summary read ---------------------------------------
 
     def live_stats(self) -> dict:
+        """The unfinished epoch so far: train_loss, the tallied train_ metrics (accuracy), lr."""
         p = self.partial
-        stats = {"loss": p["loss_sum"] / max(p["count"], 1), "lr": p["lr"]}
-        if self.parts.loss.kind != "regression":
-            stats["accuracy"] = p["correct"] / max(p["outputs"], 1)
-        return stats
+        stats = {"train_loss": p["loss_sum"] / max(p["count"], 1)}
+        stats.update({f"train_{m.name}": p[f"{m.name}_sum"] / max(p[f"{m.name}_n"], 1) for m in self.tallied})
+        return {**stats, "lr": p["lr"]}
 
     def metric_columns(self) -> list[str]:
-        columns = ["epoch", "train_loss"]
-        classify = self.parts.loss.kind != "regression"
-        columns += ["train_accuracy"] if classify else []
-        if self.data.x_val is not None:
-            columns += ["val_loss"] + (["val_accuracy"] if classify else [])
-        return columns + ["lr", "grad_norm", "seconds"]
+        """The columns of metrics.csv: epoch, train_ then val_ metrics, lr, grad_norm, seconds."""
+        train = ["train_loss", *(f"train_{m.name}" for m in self.tallied)]
+        val = [f"val_{m.name}" for m in self.epoch_metrics] if self.data.x_val is not None else []
+        return ["epoch", *train, *val, "lr", "grad_norm", "seconds"]
 
     # -- checkpoints ------------------------------------------------------------------------------
 
@@ -262,4 +252,4 @@ class Trainer:
         self.monitor.load_state_dict(monitor, checkpoint.group("best"))
         self.parts.model.rng.bit_generator.state = meta["dropout_rng"]
         self.epoch, self.step, self.batch = state["epoch"], state["step"], state["batch"]
-        self.partial, self.history = state["partial"], state["history"]
+        self.partial, self.history = _format_1_partial(state["partial"]), state["history"]
