@@ -23,7 +23,8 @@ from bpcli.errors import EXIT_USAGE, ConfigError
 from bpcli.nn.initializers import INITIALIZERS
 from bpcli.nn.layers import BatchNorm, Dropout
 from bpcli.nn.losses import LOSSES
-from bpcli.nn.model import ACTIVATION_OPTIONS, LAYER_OPTIONS, build_model
+from bpcli.nn.layers import LAYERS
+from bpcli.nn.model import build_model
 from bpcli.optim.optimizers import OPTIMIZERS, build_optimizer
 from bpcli.optim.schedules import SCHEDULES, schedule_from_config
 from bpcli.config.schema import (ACTIVATION_CHOICES, INIT_CHOICES, LAYER_TYPES, LOSS_OPTIONS, OPTIMIZER_OPTIONS, SCHEDULE_CONTEXT,
@@ -530,17 +531,16 @@ def test_every_registry_has_exactly_its_variants():
     assert list(OPTIMIZER_OPTIONS) == list(OPTIMIZERS) and list(SCHEDULE_OPTIONS) == list(SCHEDULES)
     assert list(LOSS_OPTIONS) == list(LOSSES) and list(ACTIVATION_CHOICES) == list(ACTIVATIONS)
     assert list(INIT_CHOICES) == list(INITIALIZERS)
-    assert set(LAYER_TYPES) == set(LAYER_OPTIONS) | set(ACTIVATIONS)
+    assert set(LAYER_TYPES) == set(LAYERS) | set(ACTIVATIONS)
 
 
 def test_layer_activation_initializer_and_loss_options_are_their_signatures():
-    for kind, allowed in LAYER_OPTIONS.items():
-        assert set(options(LAYER_TYPES[kind])) == allowed
+    for kind, cls in LAYERS.items():
+        assert set(options(LAYER_TYPES[kind])) == set(inspect.signature(cls.option_source()).parameters)
     assert options(LAYER_TYPES["dropout"]) == signature(Dropout) and options(LAYER_TYPES["batchnorm"]) == signature(
         BatchNorm)
     for name, cls in ACTIVATIONS.items():
         assert options(ACTIVATION_CHOICES[name]) == options(LAYER_TYPES[name]) == signature(cls)
-        assert set(signature(cls)) == ACTIVATION_OPTIONS.get(name, set())
     for name, function in INITIALIZERS.items():
         assert options(INIT_CHOICES[name]) == signature(function, skip=("rng", "shape", "fan_in", "fan_out"))
     for name, cls in LOSSES.items():

@@ -17,7 +17,6 @@ import json
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -248,16 +247,11 @@ def test_a_registered_metric_is_monitorable_and_evaluated(plugin):
     assert value(plugin, "metric_evaluate") == ["accuracy", "error_rate", "loss"]
 
 
-SWITCH = "until config/sections.py takes training.monitor's values from nn.metrics.monitorable()"
-
-
-@pytest.mark.xfail(reason=SWITCH, strict=False)
 def test_a_registered_metric_is_accepted_as_the_monitor(plugin):
     assert value(plugin, "metric_schema") == "val_error_rate"
     assert "val_error_rate" in value(plugin, "metric_json_schema")
 
 
-@pytest.mark.xfail(reason=f"{SWITCH}, and the trainer logs every per-epoch metric", strict=False)
 def test_training_logs_and_monitors_a_registered_metric(plugin):
     run = value(plugin, "metric_train")
     assert run["exit"] == 0, run["output"]

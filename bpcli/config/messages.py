@@ -15,7 +15,7 @@ from typing import get_args, get_origin
 from pydantic import BaseModel
 
 from bpcli.errors import did_you_mean
-from bpcli.config.schema import describe, is_optional, tag_key, unwrap, variants_of, with_article
+from bpcli.config.schema import describe_type, is_optional, tag_key, unwrap, variants_of, with_article
 from bpcli.config.yamlio import Position, dump_yaml, format_path
 
 
@@ -122,7 +122,7 @@ def _must_be(root, loc: tuple) -> str | None:
         annotation, metadata = get_args(parent)[0], ()
     else:
         return None
-    kind, allowed = describe(annotation, metadata)
+    kind, allowed = describe_type(annotation, metadata)
     union = bool(variants_of(annotation))
     text = with_article(f"{kind} with '{tag_key(annotation)}'" if union else kind)
     if allowed:

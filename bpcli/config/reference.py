@@ -9,7 +9,7 @@ from typing import get_args, get_origin
 from pydantic import BaseModel
 
 from bpcli.config.schema import (ACTIVATION_CHOICES, INIT_CHOICES, LOSS_OPTIONS, OPTIMIZER_OPTIONS, SCHEDULE_OPTIONS,
-                                 describe, is_optional, unwrap, variants_of)
+                                 describe_type, is_optional, unwrap, variants_of)
 from bpcli.config.sections import (DEFAULT_LOSS, DEFAULT_OPTIMIZER, DEFAULT_SCHEDULE, SECTIONS, TAGGED_UNIONS,
                                    Config)
 from bpcli.config.yamlio import dump_yaml
@@ -88,7 +88,7 @@ def _same(a, b) -> bool:
 
 def _row(key: str, field) -> list[str]:
 
-    kind, allowed = describe(field.annotation, field.metadata)
+    kind, allowed = describe_type(field.annotation, field.metadata)
     kind += " or null" if is_optional(field.annotation) else ""
     default = "required" if field.is_required() else f"`{_yaml_value(field.get_default(call_default_factory=True))}`"
     return [f"`{key}`", kind, default, allowed, field.description or ""]

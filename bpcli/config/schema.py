@@ -167,7 +167,6 @@ SCHEDULE_OPTIONS = _variants(SCHEDULES, "name", Strict, "Schedule")
 # Every layer type of LAYERS (dense, dropout, batchnorm, ...), then every activation as a layer of its own.
 LAYER_TYPES = {**_variants(LAYERS, "type", Strict, "Layer"), **_variants(ACTIVATIONS, "type", Strict, "Layer")}
 LayerSpec = tagged(LAYER_TYPES, "type")
-Layer = LayerSpec   # compatibility: config/sections.py imports it under this name until it switches
 
 
 # -- reading the schema back: types, ranges, tags (for messages and the docs) --------------------
@@ -220,7 +219,6 @@ def describe_type(tp, metadata=()) -> tuple[str, str]:
     return kinds.get(tp, "mapping"), _range_text(metadata)
 
 
-describe = describe_type   # compatibility: config/messages.py and cli/config.py import it under this name
 
 
 def with_article(kind: str) -> str:

@@ -21,14 +21,13 @@ from typing import Annotated, Any, Literal, Optional
 from pydantic import AfterValidator, ConfigDict, Field, WithJsonSchema, model_validator
 from pydantic_core import PydanticCustomError
 
-from bpcli.nn.activations import ACTIVATIONS
 from bpcli.data.catalog import DATASETS
 from bpcli.errors import did_you_mean
 from bpcli.nn.metrics import monitorable, resolve_mode
-from bpcli.nn.model import DTYPES, _next_activation
+from bpcli.nn.model import DTYPES, default_init
 from bpcli.data.preprocessing import Preprocessor
 from bpcli.config.schema import (ACTIVATION_CHOICES, INIT_CHOICES, LAYER_TYPES, LOSS_OPTIONS, OPTIMIZER_OPTIONS,
-                     SCHEDULE_OPTIONS, Layer, Strict, tagged)
+                     SCHEDULE_OPTIONS, LayerSpec, Strict, tagged)
 
 DEFAULT_LOSS, DEFAULT_OPTIMIZER, DEFAULT_SCHEDULE = "cross_entropy", "sgd", "constant"
 MONITORS = monitorable()   # val_loss, val_accuracy, train_loss, train_accuracy: from the metric registry
@@ -60,7 +59,7 @@ class ModelSection(Strict):
     """The network."""
 
     dtype: Literal[DTYPES] = Field("float32", description="Floating-point type of parameters and activations.")
-    layers: list[Layer] = Field(..., min_length=1, description="The layers, input first (required).")
+    layers: list[LayerSpec] = Field(..., min_length=1, description="The layers, input first (required).")
 
 
 class DataSection(Strict):
@@ -103,7 +102,7 @@ class TrainingSection(Strict):
     seed: int = Field(0, ge=0, description="Seed of every random choice: weights, split, shuffling, dropout.")
     monitor: Literal[MONITORS] = Field("val_loss", description=(
         "The metric behind early stopping, the best checkpoint and reduce_on_plateau."))
-    mode: Literal[MODES] = Field("auto", description="Whether the monitor should go down or up; auto: max for *accuracy.")
+    mode: Literal[MODES] = Field("auto", description="Whether the monitor should go down or up; auto: the metric's own direction (max for accuracy).")
     early_stopping: Optional[EarlyStoppingSection] = Field(None, description="null: off; or a mapping (see below).")
     clip_grad_norm: Optional[float] = Field(None, gt=0, description="Scale gradients down to this global L2 norm.")
     clip_grad_value: Optional[float] = Field(None, gt=0, description="Clip each gradient to [-value, value].")
@@ -200,15 +199,14 @@ class Config(Strict):
 def resolved_dict(config: Config) -> dict:
     """Every key with its default filled in, as JSON-able data (for `config show`, checkpoints, run dirs).
 
-    A dense layer's init is resolved too, by model.py's own rule, so a saved config pins it.
+    A null init (dense: the default for the activation it feeds) is resolved too, by the model's own
+    rule (nn.model.default_init), so a saved config pins it.
     """
     data = config.model_dump(mode="json")
     layers = data["model"]["layers"]
     for i, layer in enumerate(layers):
-        if layer["type"] == "dense" and layer["init"] is None:
-            activation = layer["activation"]
-            name = activation if isinstance(activation, str) else (activation or {}).get("name")
-            layer["init"] = (ACTIVATIONS[name] if name else _next_activation(layers[i + 1:])).default_init
+        if "init" in layer and layer["init"] is None:
+            layer["init"] = default_init(layers, i)
     return data
 
 

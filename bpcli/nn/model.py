@@ -21,7 +21,6 @@ whole-buffer operations. The same spec and seed always give the same weights.
 
 from __future__ import annotations
 
-import inspect
 
 import numpy as np
 
@@ -196,19 +195,3 @@ def default_init(layer_specs: list[dict], i: int) -> str | None:
 def _initializer_for(activation: ActivationLayer | None) -> str:
     """The initializer that keeps the signal's variance through this activation (identity if none)."""
     return (activation.activation if activation else ACTIVATIONS["identity"]()).default_init
-
-
-# -- compatibility, until their users switch ----------------------------------------------------
-# config/sections.py (resolved_dict) calls _next_activation: default_init replaces it.
-# tests/test_config.py reads LAYER_OPTIONS and ACTIVATION_OPTIONS: the registries replace them.
-
-def _next_activation(following: list[dict]):
-    """The activation class a dense layer feeds, given the specs after it (identity if none)."""
-    layers = [layer for spec in following for layer in layers_of(spec)]
-    found = next_activation([None, *layers], 0)
-    return type(found.activation) if found else ACTIVATIONS["identity"]
-
-
-LAYER_OPTIONS = {kind: set(inspect.signature(cls.option_source()).parameters) for kind, cls in LAYERS.items()}
-ACTIVATION_OPTIONS = {name: set(inspect.signature(cls).parameters) for name, cls in ACTIVATIONS.items()
-                      if inspect.signature(cls).parameters}
