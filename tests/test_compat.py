@@ -1,0 +1,68 @@
+"""Run directories and checkpoints written before the regroup (format 1) still load and resume, bit for bit.
+
+tests/fixtures/v1/ holds two runs made with bpcli as of commit 0b66dd7 (before the package
+was regrouped), each stopped part-way, and the `last` checkpoint of the same config run
+uninterrupted by that version:
+
+    run-20-of-40/       xor.yaml, 20 of 40 epochs (SGD with momentum, sigmoid, full batch)
+    rich-5-of-12/       rich.yaml, 5 of 12 epochs (batch norm, dropout, Adam, step schedule,
+                        l2 and label smoothing, clipping, early stopping, periodic checkpoints)
+
+Resuming them with today's code must end with exactly the weights, optimizer state and
+history the old code reached without stopping.
+"""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from bpcli.config.loading import load_config
+from bpcli.tools.inference import evaluate_checkpoint
+from bpcli.training.checkpoint import load_checkpoint
+from bpcli.training.run import train_run
+
+FIXTURES = Path(__file__).parent / "fixtures" / "v1"
+RUNS = [("xor.yaml", "run-20-of-40", 40, "uninterrupted-40-last.safetensors"),
+        ("rich.yaml", "rich-5-of-12", 12, "rich-uninterrupted-12-last.safetensors")]
+
+
+@pytest.fixture
+def copied(tmp_path, monkeypatch):
+    """The fixtures in a scratch folder (resuming writes into the run directory), as the working directory."""
+    shutil.copytree(FIXTURES, tmp_path / "v1")
+    monkeypatch.chdir(tmp_path / "v1")
+    return tmp_path / "v1"
+
+
+@pytest.mark.parametrize("config, run, epochs, expected", RUNS)
+def test_a_format_1_run_resumes_to_the_uninterrupted_result(copied, config, run, epochs, expected):
+    summary = train_run(load_config(config, [f"training.epochs={epochs}"]), config, resume=run)
+    assert summary["epochs_run"] == epochs
+    resumed, reference = load_file(copied / run / "checkpoints" / "last.safetensors"), load_file(copied / expected)
+    assert sorted(resumed) == sorted(reference)
+    assert all(np.array_equal(resumed[name], reference[name]) for name in reference)
+    old = load_checkpoint(copied / expected).meta["state"]["history"]
+    new = load_checkpoint(copied / run / "checkpoints" / "last.safetensors").meta["state"]["history"]
+    assert without_seconds(new) == without_seconds(old)
+
+
+def without_seconds(history: list[dict]) -> list[dict]:
+    """Every figure of every epoch: only the seconds an epoch took may differ between two runs."""
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+
+
+@pytest.mark.parametrize("name", ["best.safetensors", "last.safetensors", "epoch-0004.safetensors"])
+def test_format_1_checkpoints_evaluate(copied, name):
+    path = copied / "rich-5-of-12" / "checkpoints" / name
+    result = evaluate_checkpoint(path)
+    assert 0 < result["accuracy"] <= 1 and np.isfinite(result["loss"])
+
+
+def test_the_monitor_of_a_format_1_checkpoint_is_read_from_its_early_stopping_state(copied):
+    meta = load_checkpoint(copied / "rich-5-of-12" / "checkpoints" / "last.safetensors").meta
+    assert "monitor" not in meta["state"] and meta["callbacks"]["EarlyStopping"]["best_epoch"] == 5
+    summary = train_run(load_config("rich.yaml", ["training.epochs=6"]), "rich.yaml", resume="rich-5-of-12")
+    assert summary["best_epoch"] == 6 and summary["monitor"]["metric"] == "val_loss"
