@@ -22,7 +22,8 @@ from safetensors.numpy import load_file
 from bpcli.config.loading import load_config
 from bpcli.tools.inference import evaluate_checkpoint
 from bpcli.training.checkpoint import load_checkpoint
-from bpcli.training.run import train_run
+from bpcli.training.run import build_trainer, prepare_data, train_run
+from bpcli.training.rundir import RunDir
 
 FIXTURES = Path(__file__).parent / "fixtures" / "v1"
 RUNS = [("xor.yaml", "run-20-of-40", 40, "uninterrupted-40-last.safetensors"),
@@ -62,7 +63,12 @@ def test_format_1_checkpoints_evaluate(copied, name):
 
 
 def test_the_monitor_of_a_format_1_checkpoint_is_read_from_its_early_stopping_state(copied):
-    meta = load_checkpoint(copied / "rich-5-of-12" / "checkpoints" / "last.safetensors").meta
-    assert "monitor" not in meta["state"] and meta["callbacks"]["EarlyStopping"]["best_epoch"] == 5
-    summary = train_run(load_config("rich.yaml", ["training.epochs=6"]), "rich.yaml", resume="rich-5-of-12")
-    assert summary["best_epoch"] == 6 and summary["monitor"]["metric"] == "val_loss"
+    checkpoint = load_checkpoint(copied / "rich-5-of-12" / "checkpoints" / "last.safetensors")
+    saved = checkpoint.meta["callbacks"]["EarlyStopping"]
+    assert "monitor" not in checkpoint.meta["state"] and saved["best_epoch"] == 5
+    config = load_config("rich.yaml")
+    trainer = build_trainer(config, prepare_data(config), RunDir(copied / "scratch"))
+    trainer.load_checkpoint(checkpoint)
+    assert (trainer.monitor.best, trainer.monitor.best_epoch) == (saved["best"], 5)
+    assert all(np.array_equal(trainer.monitor.weights[k], v) for k, v in checkpoint.group("best").items())
+    assert trainer.callbacks[0].bad_epochs == saved["bad_epochs"]   # early stopping's own count
