@@ -145,9 +145,11 @@ def test_resume_with_a_changed_config_is_refused_unless_forced(tmp_path):
 def test_two_runs_in_the_same_second_get_separate_directories(tmp_path, monkeypatch):
     monkeypatch.setattr(time, "strftime", lambda fmt: "20260101-000000")
     parent = config(tmp_path)["output"]["dir"]
-    first, second = RunDir.create(parent, None, "a"), RunDir.create(parent, None, "a")
+    first, second = RunDir.create(parent, None, "a", "x: 1\n"), RunDir.create(parent, None, "a", "x: 2\n")
     assert first.path.name == "a-20260101-000000" and second.path.name == "a-20260101-000000-2"
     assert first.checkpoints.is_dir() and second.checkpoints.is_dir()
+    assert (first.config.read_text(), second.config.read_text()) == ("x: 1\n", "x: 2\n")
+    assert sorted(p.name for p in Path(parent).iterdir()) == ["a-20260101-000000", "a-20260101-000000-2"]
 
 
 def test_predict_writes_classes_and_probabilities(tmp_path):

@@ -34,14 +34,16 @@ def resolve_config(config: Optional[str], overrides: list[str], resume: Optional
         return load_config(config, overrides), config
     if not resume:
         raise ConfigError("give a CONFIG file (or --resume RUN_DIR to continue a run with its own config)")
-    from bpcli.training.run import find_checkpoint
+    from bpcli.training.run import resume_point
 
-    checkpoint = find_checkpoint(resume, warn)
+    checkpoint, run = resume_point(resume, warn)
+    if checkpoint is None:   # stopped before its first save: its config.yaml is the config
+        return load_config(run.config, overrides), "resumed"
     if overrides:
         raise ConfigError("--set needs the CONFIG file; with --resume alone the checkpoint's config is used as is")
     import yaml
 
-    from bpcli.config.sections import parse_config_text  # the stored config is checked like a file before it is used
+    from bpcli.config.loading import parse_config_text  # the stored config is checked like a file before it is used
 
     stored = yaml.safe_dump(checkpoint.meta["config"], sort_keys=False)
     return parse_config_text(stored, f"{checkpoint.path} (its stored config)"), "resumed"
@@ -51,7 +53,9 @@ def resolve_config(config: Optional[str], overrides: list[str], resume: Optional
 def train(
     config: Optional[str] = typer.Argument(None, help="YAML config file (see configs/)."),
     overrides: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP),
-    resume: Optional[str] = typer.Option(None, help="Continue a run: its directory or one of its checkpoints."),
+    resume: Optional[str] = typer.Option(None, help="Continue a run: its directory or its last checkpoint."),
+    init_from: Optional[str] = typer.Option(None, "--init-from", help="Start a new run from a checkpoint's weights "
+                                            "(fine-tuning; e.g. RUN_DIR/checkpoints/best.safetensors)."),
     force: bool = typer.Option(False, help="Resume even if the config changed in ways that alter the run."),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Dataset cache folder."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
@@ -71,6 +75,9 @@ def train(
     from bpcli.training.run import train_run
     from bpcli.training.interrupts import StopRequest, graceful_interrupts
 
+    if resume and init_from:
+        raise ConfigError("--resume continues a run and --init-from starts a new one from another run's weights: "
+                          "give one of them")
     if sanity and resume:
         raise ConfigError("--sanity checks a config before a new run starts; it cannot be combined with --resume "
                           "(run bpcli train CONFIG --sanity, then train or resume without it)")
@@ -81,7 +88,7 @@ def train(
     stop = StopRequest()
     try:
         with graceful_interrupts(stop), DownloadProgress() as downloads:
-            summary = train_run(cfg, name, data_dir=data_dir, resume=resume, force=force,
+            summary = train_run(cfg, name, data_dir=data_dir, resume=resume, init_from=init_from, force=force,
                                 callbacks=progress_callbacks(quiet), stop=stop, on_progress=downloads,
                                 on_warning=warn)
     except Interrupted as stopped:
@@ -141,6 +148,9 @@ def print_summary(summary: dict) -> None:
     from bpcli.training.rundir import RunDir
 
     out = console()
+    if summary.get("already_finished"):
+        out.print("[bold]Nothing to train:[/] the run had already finished; its summary and best checkpoint "
+                  "are up to date.")
     out.print(f"[bold]Stopped:[/] {summary['stopped_because']}")
     best = summary["monitor"]
     if summary["best_epoch"]:

@@ -27,7 +27,8 @@ import math
 import time
 
 from bpcli.fileio import append_text, write_file
-from bpcli.training.checkpoint import save_checkpoint
+from bpcli.errors import CheckpointError
+from bpcli.training.checkpoint import load_checkpoint, monitor_state, save_checkpoint
 from bpcli.training.rundir import RunDir
 
 
@@ -114,32 +115,39 @@ class CheckpointCallback(Callback):
     """Saves `last` and `best` as epochs end, and a checkpoint every N epochs (keeping K).
 
     The `last` it replaces is kept as `last.prev`, so a damaged `last` has a fallback.
+    `last` is always written after the others: a `last` on disk means the best and
+    periodic checkpoints of its epochs are complete, and a resumed run redoes whatever
+    came after it.
 
     `last` (and a new `best`) is written at most once per `interval` seconds, and
     always after the final epoch, so a run of thousands of tiny epochs does not
     spend its time writing files. Nothing is lost by waiting: a run resumed from
-    an older `last` redoes those epochs and ends bit for bit the same. `best`
-    is written from the monitor's copy of the best weights, so it is never stale.
+    an older `last` redoes those epochs and ends bit for bit the same. `best` is
+    written from the monitor's copy of the best weights, so it is never stale, and
+    whatever the summary calls best is on disk when the run ends, however it ends
+    (diverged, interrupted); a resumed run first repairs a best a crash left stale.
     """
 
     def __init__(self, run: RunDir, every: int = 0, keep: int = 3, interval: float = 1.0):
         self.run, self.every, self.keep, self.interval = run, every, keep, interval
         self.last_save, self.best_saved = -math.inf, None
 
+    def on_train_begin(self, loop):
+        self.ensure_best(loop)
+
     def on_epoch_end(self, loop, row):
-        final = loop.epoch >= loop.epochs or loop.stop_reason is not None
-        if final or time.monotonic() - self.last_save >= self.interval:
-            self.save_last(loop)
-            monitor = loop.monitor
-            if monitor.weights is not None and self.best_saved != monitor.best_epoch:
-                save_checkpoint(self.run.best, *loop.checkpoint("best", monitor.weights))
-                self.best_saved = monitor.best_epoch
         if self.every and row["epoch"] % self.every == 0:
             save_checkpoint(self.run.epoch_checkpoint(row["epoch"]), *loop.checkpoint("epoch"))
             for old in self.run.epoch_checkpoints()[:-self.keep]:
                 old.unlink(missing_ok=True)
+        final = loop.epoch >= loop.epochs or loop.stop_reason is not None
+        if final or time.monotonic() - self.last_save >= self.interval:
+            if loop.monitor.weights is not None and self.best_saved != loop.monitor.best_epoch:
+                self.save_best(loop)
+            self.save_last(loop)
 
     def on_train_end(self, loop, summary):
+        self.ensure_best(loop)
         if loop.interrupted:   # mid-epoch: the partial sums and the batch count resume it exactly
             self.save_last(loop)
 
@@ -147,6 +155,29 @@ class CheckpointCallback(Callback):
         """The resumable state now (also mid-epoch, when a run is interrupted)."""
         save_checkpoint(self.run.last, *loop.checkpoint("last"), backup=self.run.last_prev)
         self.last_save = time.monotonic()
+
+    def save_best(self, loop) -> None:
+        save_checkpoint(self.run.best, *loop.checkpoint("best", loop.monitor.weights))
+        self.best_saved = loop.monitor.best_epoch
+
+    def ensure_best(self, loop) -> None:
+        """Write `best` unless the file on disk already holds the monitored best epoch."""
+        monitor = loop.monitor
+        if monitor.weights is None or self.best_saved == monitor.best_epoch:
+            return
+        if best_epoch_on_disk(self.run.best) == monitor.best_epoch:
+            self.best_saved = monitor.best_epoch
+        else:
+            self.save_best(loop)
+
+
+def best_epoch_on_disk(path) -> int | None:
+    """The best epoch a best checkpoint holds, or None if it is missing or unreadable."""
+    try:
+        meta = load_checkpoint(path).meta
+    except CheckpointError:
+        return None
+    return monitor_state(meta).get("best_epoch")
 
 
 class MetricsLogger(Callback):

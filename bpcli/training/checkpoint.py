@@ -68,6 +68,14 @@ def save_checkpoint(path: str | Path, tensors: dict[str, np.ndarray], meta: dict
     write_file(path, save(arrays, metadata=header), "checkpoint", backup)
 
 
+def monitor_state(meta: dict) -> dict:
+    """The monitored best ({"best", "best_epoch"}) a checkpoint recorded.
+
+    Format 1 before the regroup kept it in the EarlyStopping callback's state.
+    """
+    return meta["state"].get("monitor") or meta["callbacks"].get("EarlyStopping", {})
+
+
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Read and check a checkpoint; anything wrong is a CheckpointError naming the file."""
     path = Path(path)

@@ -50,16 +50,10 @@ def prepare_data(config: Config | dict, data_dir: str | None = None, on_progress
                    preprocess=data.preprocess, dtype=config.model.dtype)
 
 
-def find_checkpoint(target: str | Path, on_warning=None) -> Checkpoint:
-    """A checkpoint file, or a run directory's latest good one: `last`, else `last.prev` (with a warning)."""
-    path = Path(target)
-    run = RunDir(path) if path.is_dir() else RunDir.of_checkpoint(path)
-    if path.is_dir():
-        path = run.last
-    if path.name != run.last.name:
-        return load_checkpoint(path)
+def find_checkpoint(run: RunDir, on_warning=None) -> Checkpoint:
+    """A run directory's latest good checkpoint: `last`, else `last.prev` (with a warning)."""
     problems = []
-    for candidate in (path, run.last_prev):
+    for candidate in (run.last, run.last_prev):
         try:
             checkpoint = load_checkpoint(candidate)
         except CheckpointError as error:
@@ -71,15 +65,36 @@ def find_checkpoint(target: str | Path, on_warning=None) -> Checkpoint:
     raise CheckpointError(f"no usable checkpoint to resume from: {'; '.join(problems)}")
 
 
-def resume_point(target: str | Path, on_warning=None) -> tuple[Checkpoint | None, RunDir]:
-    """(checkpoint, run directory) to continue from; no checkpoint if the run was stopped before its first save."""
-    run = RunDir(target)
-    if run.path.is_dir() and run.is_run() and not run.has_last():
-        if on_warning:
-            on_warning(f"{run} has no checkpoint yet (stopped before the first save): starting it from the beginning")
-        return None, run
-    checkpoint = find_checkpoint(target, on_warning)
-    return checkpoint, RunDir.of_checkpoint(checkpoint.path)
+def resume_point(target: str | Path, on_warning=None) -> tuple[Checkpoint | None, RunDir | None]:
+    """(checkpoint, run directory) to continue from.
+
+    A run directory: its latest good `last` (no checkpoint if the run stopped before its
+    first save). A checkpoint file: it must be a `last` one (a best or periodic checkpoint
+    holds other weights than the state it would continue: --init-from starts a new run from
+    it); inside a run directory it continues that run, kept elsewhere it continues into a
+    new run directory, so no file bpcli did not make is ever written or removed.
+    """
+    path = Path(target)
+    if path.is_dir():
+        run = RunDir(path)
+        if not run.is_run():
+            raise CheckpointError(f"{path} is not a run directory made by bpcli train (it has no config.yaml); "
+                                  "give a run directory or a checkpoint file to --resume")
+        if not run.has_last():
+            if on_warning:
+                on_warning(f"{run} has no checkpoint yet (stopped before the first save): starting it from the "
+                           "beginning")
+            return None, run
+        return find_checkpoint(run, on_warning), run
+    run = RunDir.of_checkpoint(path)
+    checkpoint = find_checkpoint(run, on_warning) if run and path.name == run.last.name else load_checkpoint(path)
+    kind = checkpoint.meta.get("kind")
+    if kind != "last":
+        raise ConfigError(f"{path} is a {kind} checkpoint (epoch {checkpoint.meta['state']['epoch']}), not a run's "
+                          f"last state: --resume continues a run from its last checkpoint (give the run directory"
+                          f"{', ' + str(run) if run else ''}); to start a new run from these weights, use "
+                          f"--init-from {path}")
+    return checkpoint, run
 
 
 def config_differences(old, new, prefix: str = "") -> list[tuple[str, object, object]]:
@@ -104,26 +119,40 @@ def check_resume_config(saved: dict, resolved: dict, force: bool) -> None:
 
 
 def train_run(config: Config | dict, config_name: str, *, data_dir: str | None = None, resume: str | None = None,
-              force: bool = False, callbacks=(), stop: StopRequest | None = None, on_progress=None,
-              on_warning=None) -> dict:
-    """Train from a config (or resume a run); returns the summary also written to summary.json."""
+              init_from: str | None = None, force: bool = False, callbacks=(), stop: StopRequest | None = None,
+              on_progress=None, on_warning=None) -> dict:
+    """Train from a config, resume a run, or start one from another's weights (init_from); returns the
+    summary also written to summary.json."""
     config = as_config(config)
-    resolved = resolved_dict(config)
+    config_text = yaml.safe_dump(resolved_dict(config), sort_keys=False)
     checkpoint, run = resume_point(resume, on_warning) if resume else (None, None)
     if checkpoint:
-        check_resume_config(checkpoint.meta["config"], resolved, force)
+        check_resume_config(checkpoint.meta["config"], resolved_dict(config), force)
+    start = load_checkpoint(init_from) if init_from else None
     data = prepare_data(config, data_dir, on_progress)
     if checkpoint and checkpoint.meta.get("val_hash") != data.val_hash:
         raise CheckpointError(f"the validation split differs from the one {checkpoint.path} was trained with "
                               f"(hash {checkpoint.meta.get('val_hash')} vs {data.val_hash}): different data?")
-    run = run or RunDir.create(config.output.dir, config.output.name, Path(config_name).stem)
-    for orphan in run.remove_orphans():  # left by a killed run
-        if on_warning:
-            on_warning(f"removed {orphan}, a partial file left by an interrupted write")
+    run, lock = open_run(run, config, config_name, config_text, on_warning)
+    try:
+        return _train(config, data, run, checkpoint, start, force, callbacks, stop, on_warning)
+    finally:
+        RunDir.unlock(lock)
+
+
+def _train(config: Config, data: Prepared, run: RunDir, checkpoint: Checkpoint | None, start: Checkpoint | None,
+           force: bool, callbacks, stop, on_warning) -> dict:
+    """Build the trainer, bring it to where the run stood, train, and write the summary however it ends."""
     trainer = build_trainer(config, data, run, callbacks, stop, on_warning)
     if checkpoint:
         resume_trainer(trainer, checkpoint, force)
-    write_file(run.config, yaml.safe_dump(resolved, sort_keys=False))
+    if start:
+        start_from_weights(trainer, start)
+    if trainer.finished():   # a finished run resumed: nothing to train, only what is missing to repair
+        trainer.stop_reason = trainer.stop_reason or f"completed {trainer.epochs} epochs"
+        trainer.end(evaluate_test=True)
+        write_summary(run, trainer.summary)
+        return {"run_dir": str(run), **trainer.summary, "already_finished": True}
     try:
         trainer.fit()
     except Interrupted as stopped:
@@ -133,6 +162,30 @@ def train_run(config: Config | dict, config_name: str, *, data_dir: str | None =
         if trainer.summary:   # however the run ended
             write_summary(run, trainer.summary)
     return {"run_dir": str(run), **trainer.summary}
+
+
+def open_run(run: RunDir | None, config: Config, config_name: str, config_text: str,
+             on_warning=None) -> tuple[RunDir, int]:
+    """(run directory, its lock): the resumed one (its config.yaml brought up to date, orphaned temporary
+    files removed), or a new one. The lock is held until the caller releases it or the process ends."""
+    if run is None:
+        run = RunDir.create(config.output.dir, config.output.name, Path(config_name).stem, config_text)
+        return run, run.lock()
+    lock = run.lock()
+    for orphan in run.remove_orphans():  # left by a killed run
+        if on_warning:
+            on_warning(f"removed {orphan}, a partial file left by an interrupted write")
+    write_file(run.config, config_text, "config")
+    return run, lock
+
+
+def start_from_weights(trainer: Trainer, checkpoint: Checkpoint) -> None:
+    """Fine-tuning: the model starts from a checkpoint's weights; everything else starts afresh."""
+    try:
+        trainer.parts.model.load_state_dict(checkpoint.model_tensors)
+    except CheckpointError as error:
+        raise CheckpointError(f"cannot start from {checkpoint.path}: {error}; --init-from needs a checkpoint of "
+                              "the same architecture") from None
 
 
 def build_trainer(config: Config, data: Prepared, run: RunDir, callbacks=(), stop=None, on_warning=None) -> Trainer:

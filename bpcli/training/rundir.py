@@ -1,6 +1,7 @@
 """The run directory: the one place that knows the name of every file a run writes.
 
     runs/quickstart-20261202-120000/
+        .lock                         held by the bpcli process writing the run (an OS lock)
         config.yaml                   the resolved config (every default filled in)
         metrics.csv, metrics.jsonl    one row per epoch
         layers.csv, layers.jsonl      one row per layer per epoch (diagnostics)
@@ -12,15 +13,24 @@
             epoch-0010.safetensors    every N epochs, if asked (the newest K kept)
 
 Everyone else asks a RunDir for paths; nothing else spells these names.
+
+A run directory appears whole: it is made under a hidden temporary name, its
+config.yaml written, then renamed into place, so a crash never leaves a
+folder that neither resumes nor lets a new run start. One process at a time
+writes it: `lock()` takes an OS lock that dies with the process.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
 from bpcli.errors import CheckpointError
-from bpcli.fileio import remove_orphans
+from bpcli.fileio import remove_orphans, write_file
 from bpcli.training.checkpoint import SUFFIX
 
 
@@ -101,9 +111,40 @@ class RunDir:
         return self.config.is_file()
 
     @classmethod
-    def of_checkpoint(cls, checkpoint: str | Path) -> RunDir:
-        """The run directory a checkpoint file sits in (…/RUN/checkpoints/NAME.safetensors)."""
-        return cls(Path(checkpoint).parent.parent)
+    def of_checkpoint(cls, checkpoint: str | Path) -> RunDir | None:
+        """The run directory a checkpoint sits in (RUN/checkpoints/NAME.safetensors), or None for a loose one.
+
+        Only a real run directory counts: a checkpoint kept elsewhere (models/m.safetensors)
+        has no run around it whose files bpcli may write or clean, and neither has one whose
+        checkpoints/ folder is a link into another place.
+        """
+        path = Path(checkpoint)
+        run = cls(path.parent.parent)
+        inside = path.parent.name == "checkpoints" and path.resolve().parent == run.checkpoints.resolve()
+        return run if inside and run.is_run() and run.checkpoints_are_its_own() else None
+
+    def checkpoints_are_its_own(self) -> bool:
+        """checkpoints/ is a folder of this run, not a link that resolves into another run's."""
+        return self.checkpoints.resolve().parent == self.path.resolve()
+
+    def lock(self) -> int:
+        """Take the run's OS lock (release it with `unlock`); refuse if another process holds it.
+
+        flock dies with its process however it ends (SIGKILL too), so a stale lock never blocks a resume.
+        """
+        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise CheckpointError(f"run directory {self} is in use by another bpcli process: two processes "
+                                  "writing one run would corrupt it; wait for the other to finish (or stop it), "
+                                  "then resume") from None
+        return fd
+
+    @staticmethod
+    def unlock(fd: int) -> None:
+        os.close(fd)   # closing the descriptor releases the flock
 
     def remove_orphans(self) -> list[Path]:
         """Temporary files a killed run left behind, in the folder and its checkpoints/, now deleted."""
@@ -112,24 +153,40 @@ class RunDir:
     # -- making one ----------------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, parent: str | Path, name: str | None, config_stem: str) -> RunDir:
-        """parent/<name>, or parent/<config stem>-<timestamp> (with -2, -3, ... if taken in the same second)."""
+    def create(cls, parent: str | Path, name: str | None, config_stem: str, config_text: str) -> RunDir:
+        """parent/<name>, or parent/<config stem>-<timestamp> (with -2, -3, ... if taken), holding config.yaml.
+
+        Built under a hidden temporary name and renamed into place once config.yaml is in.
+        """
         parent = Path(parent)
         base = name or f"{config_stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         try:
             parent.mkdir(parents=True, exist_ok=True)
-            for attempt in range(1, 1000):
-                run = cls(parent / (base if attempt == 1 else f"{base}-{attempt}"))
-                try:
-                    run.path.mkdir()
-                except FileExistsError:
-                    if name:
-                        raise CheckpointError(f"run directory {run} already exists; continue it with "
-                                              f"--resume {run}, or choose another output.name") from None
-                    continue
-                run.checkpoints.mkdir()
-                return run
+            staging = Path(tempfile.mkdtemp(prefix=f".{base}.", suffix=".creating", dir=parent))
         except OSError as error:
             raise CheckpointError(f"cannot create the run directory under {parent}: {error.strerror or error}") \
                 from None
+        try:
+            write_file(staging / "config.yaml", config_text, "config")
+            (staging / "checkpoints").mkdir()
+            return cls._move_into_place(staging, parent, base, fixed=name is not None)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)   # ours, and never renamed: nothing of the user's
+            raise
+
+    @classmethod
+    def _move_into_place(cls, staging: Path, parent: Path, base: str, fixed: bool) -> RunDir:
+        for attempt in range(1, 1000):
+            run = cls(parent / (base if attempt == 1 else f"{base}-{attempt}"))
+            if run.path.exists() or run.path.is_symlink():
+                if fixed:
+                    raise CheckpointError(f"run directory {run} already exists; continue it with "
+                                          f"--resume {run}, or choose another output.name")
+                continue
+            try:
+                os.rename(staging, run.path)
+            except OSError as error:
+                raise CheckpointError(f"cannot create the run directory {run}: {error.strerror or error}") from None
+            return run
         raise CheckpointError(f"cannot find a free run directory name for {base} in {parent}")
+

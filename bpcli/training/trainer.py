@@ -27,7 +27,7 @@ from bpcli.data.preprocessing import Prepared
 from bpcli.errors import DivergedError, Interrupted
 from bpcli.nn.metrics import evaluate, metrics_for
 from bpcli.training.callbacks import Callback, LoopView
-from bpcli.training.checkpoint import Checkpoint
+from bpcli.training.checkpoint import Checkpoint, monitor_state
 from bpcli.training.denormals import flush_denormals
 from bpcli.training.interrupts import StopRequest
 from bpcli.training.monitor import Monitor
@@ -247,9 +247,13 @@ class Trainer:
         self.parts.schedule.load_state_dict(meta["schedule"])
         for callback in self.callbacks:
             callback.load_state_dict(meta["callbacks"].get(type(callback).__name__, {}))
-        # Format 1 before the regroup kept the monitored best in the EarlyStopping callback's state.
-        monitor = state.get("monitor") or meta["callbacks"].get("EarlyStopping", {})
-        self.monitor.load_state_dict(monitor, checkpoint.group("best"))
+        self.monitor.load_state_dict(monitor_state(meta), checkpoint.group("best"))
         self.parts.model.rng.bit_generator.state = meta["dropout_rng"]
         self.epoch, self.step, self.batch = state["epoch"], state["step"], state["batch"]
         self.partial, self.history = _format_1_partial(state["partial"]), state["history"]
+        if (state.get("stop_reason") or "").startswith("early stopping"):   # it stays stopped
+            self.stop_reason = state["stop_reason"]
+
+    def finished(self) -> bool:
+        """Nothing left to train: the last epoch is done, or early stopping ended the run."""
+        return self.epoch >= self.epochs or self.stop_reason is not None

@@ -1,0 +1,269 @@
+"""Faults around a run directory, injected for real (round 2 of the fault campaign):
+
+1. a SIGKILL during the final save, and a best checkpoint a crash left stale, are repaired by --resume;
+2. a diverged run's best epoch is on disk;
+3. a checkpoint kept outside a run directory resumes into a new run, touching nothing of the user's;
+4. --resume of a best or periodic checkpoint is refused (--init-from starts a new run from it);
+5. a finished (early-stopped) run resumed trains nothing and says so;
+6. a run directory appears whole or not at all;
+7. two processes cannot write one run at once.
+
+Each test runs the real CLI in a subprocess; a fault is injected by a small wrapper script that
+patches one function of bpcli to kill the process (SIGKILL) or poison the data at a chosen point.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bpcli.training.checkpoint import load_checkpoint, monitor_state
+
+CONFIG = """
+model:
+  layers:
+    - {type: dense, units: 16, activation: relu}
+    - {type: dense, units: 3}
+optimizer: {name: adam, lr: 0.01}
+data: {dataset: spirals, options: {n: 300}, batch_size: 32}
+training: {epochs: EPOCHS, seed: 2 EXTRA}
+output: {dir: RUNS, name: NAME}
+"""
+
+# Runs the CLI with bpcli.training.callbacks.save_checkpoint wrapped: when it is about to write the
+# file named by KILL_AT_NAME with the state of epoch KILL_AT_EPOCH, the process SIGKILLs itself.
+KILL_AT_SAVE = textwrap.dedent("""
+    import os, signal, sys
+    from bpcli.training import callbacks
+    real_save = callbacks.save_checkpoint
+    def save(path, tensors, meta, *args, **kwargs):
+        if (path.name == os.environ["KILL_AT_NAME"]
+                and meta["state"]["epoch"] == int(os.environ["KILL_AT_EPOCH"])):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real_save(path, tensors, meta, *args, **kwargs)
+    callbacks.save_checkpoint = save
+    sys.argv = ["bpcli", *sys.argv[1:]]
+    from bpcli.cli.app import main
+    main()
+""")
+
+# Runs the CLI with the training inputs turned to NaN from epoch NAN_FROM_EPOCH on: the loss diverges.
+NAN_FROM_EPOCH = textwrap.dedent("""
+    import os, sys
+    import numpy as np
+    from bpcli.training import trainer
+    real_run_batch = trainer.Trainer.run_batch
+    def run_batch(self, x, y):
+        if self.epoch + 1 >= int(os.environ["NAN_FROM_EPOCH"]):
+            x = np.full_like(x, np.nan)
+        return real_run_batch(self, x, y)
+    trainer.Trainer.run_batch = run_batch
+    sys.argv = ["bpcli", *sys.argv[1:]]
+    from bpcli.cli.app import main
+    main()
+""")
+
+# Runs the CLI with fileio.write_file wrapped: writing a new run's config.yaml SIGKILLs the process.
+KILL_AT_CONFIG = textwrap.dedent("""
+    import os, signal, sys
+    from bpcli.training import rundir
+    real_write = rundir.write_file
+    def write(path, *args, **kwargs):
+        if path.name == "config.yaml":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real_write(path, *args, **kwargs)
+    rundir.write_file = write
+    sys.argv = ["bpcli", *sys.argv[1:]]
+    from bpcli.cli.app import main
+    main()
+""")
+
+
+def write_config(folder: Path, name: str, epochs: int = 6, extra: str = "") -> Path:
+    path = folder / f"{name}.yaml"
+    text = CONFIG.replace("EPOCHS", str(epochs)).replace("RUNS", str(folder / "runs")).replace("NAME", name)
+    path.write_text(text.replace(" EXTRA", extra))
+    return path
+
+
+def bpcli(*args, env=None, script=None, **kwargs):
+    command = [sys.executable, "-c", script, *args] if script else [sys.executable, "-m", "bpcli", *args]
+    return subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})},
+                          timeout=120, **kwargs)
+
+
+def tensors(path: Path) -> dict:
+    return load_checkpoint(path).tensors
+
+
+def same_tensors(a: dict, b: dict) -> bool:
+    return sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def summary_of(run: Path) -> dict:
+    return json.loads((run / "summary.json").read_text())
+
+
+def files_of(folder: Path) -> dict:
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# -- 1. the final save -----------------------------------------------------------------------------------
+
+def test_a_kill_during_the_final_save_leaves_a_run_that_resumes_to_the_undisturbed_result(tmp_path):
+    (tmp_path / "a").mkdir()
+    assert bpcli("train", str(write_config(tmp_path / "a", "ref")), "-q").returncode == 0
+    config = write_config(tmp_path, "ref")
+    killed = bpcli("train", str(config), "-q", script=KILL_AT_SAVE,
+                   env={"KILL_AT_NAME": "best.safetensors", "KILL_AT_EPOCH": "6"})
+    assert killed.returncode == -signal.SIGKILL
+    run, undisturbed = tmp_path / "runs" / "ref", tmp_path / "a" / "runs" / "ref"
+    resumed = bpcli("train", str(config), "--resume", str(run), "-q")
+    assert resumed.returncode == 0, resumed.stderr
+    for name in ("last.safetensors", "best.safetensors"):
+        assert same_tensors(tensors(run / "checkpoints" / name), tensors(undisturbed / "checkpoints" / name))
+    best = summary_of(run)["best_epoch"]
+    assert best == summary_of(undisturbed)["best_epoch"]
+    assert monitor_state(load_checkpoint(run / "checkpoints" / "best.safetensors").meta)["best_epoch"] == best
+
+
+def test_a_stale_best_checkpoint_is_rewritten_when_the_finished_run_is_resumed(tmp_path):
+    config = write_config(tmp_path, "r", epochs=6, extra=", monitor: train_loss")
+    assert bpcli("train", str(config), "-q").returncode == 0
+    run = tmp_path / "runs" / "r"
+    right = tensors(run / "checkpoints" / "best.safetensors")
+    # What a crash between two saves leaves: the best file of an earlier epoch.
+    (tmp_path / "older").mkdir()
+    older = write_config(tmp_path / "older", "r", epochs=2, extra=", monitor: train_loss")
+    assert bpcli("train", str(older), "-q").returncode == 0
+    stale = tmp_path / "older" / "runs" / "r" / "checkpoints" / "best.safetensors"
+    (run / "checkpoints" / "best.safetensors").write_bytes(stale.read_bytes())
+    resumed = bpcli("train", str(config), "--resume", str(run), "-q")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Nothing to train" in resumed.stdout
+    assert same_tensors(tensors(run / "checkpoints" / "best.safetensors"), right)
+    assert monitor_state(load_checkpoint(run / "checkpoints" / "best.safetensors").meta)["best_epoch"] == \
+        summary_of(run)["best_epoch"]
+
+
+# -- 2. divergence -----------------------------------------------------------------------------------------
+
+def test_a_diverged_run_has_its_best_epoch_on_disk(tmp_path):
+    config = write_config(tmp_path, "d", epochs=8, extra=", monitor: train_loss")
+    diverged = bpcli("train", str(config), "-q", script=NAN_FROM_EPOCH, env={"NAN_FROM_EPOCH": "4"})
+    assert diverged.returncode == 3, diverged.stderr
+    assert diverged.stderr.startswith("error: the loss became infinite or NaN (gradient norm nan) at epoch 4, batch 1")
+    run = tmp_path / "runs" / "d"
+    summary = summary_of(run)
+    assert summary["best_epoch"] == 3 and summary["stopped_because"].startswith("diverged")
+    best = load_checkpoint(run / "checkpoints" / "best.safetensors")
+    assert monitor_state(best.meta)["best_epoch"] == 3
+    assert all(np.isfinite(t).all() for name, t in best.tensors.items() if name.startswith("layers."))
+
+
+# -- 3. a checkpoint outside a run directory ---------------------------------------------------------------
+
+def test_a_loose_checkpoint_resumes_into_a_new_run_and_touches_nothing_around_it(tmp_path):
+    config = write_config(tmp_path, "r", epochs=2)
+    assert bpcli("train", str(config), "-q").returncode == 0
+    home = tmp_path / "H"
+    (home / "models").mkdir(parents=True)
+    (home / "models" / "m.safetensors").write_bytes((tmp_path / "runs" / "r" / "checkpoints" /
+                                                     "last.safetensors").read_bytes())
+    for name, text in (("config.yaml", "mine\n"), ("metrics.csv", "mine too\n"), ("notes.tmp", "keep me\n")):
+        (home / name).write_text(text)
+    before = files_of(home)
+    more = write_config(tmp_path, "r", epochs=3)
+    resumed = bpcli("train", str(more), "--resume", str(home / "models" / "m.safetensors"), "-q",
+                    "--set", "output.name=continued")
+    assert resumed.returncode == 0, resumed.stderr
+    assert files_of(home) == before
+    new_run = tmp_path / "runs" / "continued"
+    assert summary_of(new_run)["epochs_run"] == 3
+    assert len((new_run / "metrics.csv").read_text().splitlines()) == 1 + 3   # the loose one's history goes on
+
+
+# -- 4. the kind of a checkpoint ---------------------------------------------------------------------------
+
+def test_resuming_a_best_checkpoint_is_refused_and_init_from_starts_a_new_run(tmp_path):
+    config = write_config(tmp_path, "r", epochs=3)
+    assert bpcli("train", str(config), "-q").returncode == 0
+    run = tmp_path / "runs" / "r"
+    before = files_of(run)
+    best = run / "checkpoints" / "best.safetensors"
+    refused = bpcli("train", str(config), "--resume", str(best), "-q")
+    assert refused.returncode == 2
+    assert refused.stderr.startswith(f"error: {best} is a best checkpoint (epoch ")
+    assert f"--init-from {best}" in refused.stderr
+    assert files_of(run) == before
+    tuned = bpcli("train", str(config), "--init-from", str(best), "-q", "--set", "output.name=tuned")
+    assert tuned.returncode == 0, tuned.stderr
+    assert summary_of(tmp_path / "runs" / "tuned")["epochs_run"] == 3 and files_of(run) == before
+
+
+# -- 5. a finished run ---------------------------------------------------------------------------------------
+
+def test_resuming_an_early_stopped_run_trains_nothing_and_says_so(tmp_path):
+    config = write_config(tmp_path, "e", epochs=200, extra=", early_stopping: {patience: 1}")
+    assert bpcli("train", str(config), "-q").returncode == 0
+    run = tmp_path / "runs" / "e"
+    stopped = summary_of(run)
+    assert stopped["stopped_because"].startswith("early stopping") and stopped["epochs_run"] < 200
+    metrics, last = (run / "metrics.jsonl").read_text(), tensors(run / "checkpoints" / "last.safetensors")
+    resumed = bpcli("train", str(config), "--resume", str(run), "-q")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Nothing to train" in resumed.stdout
+    assert (run / "metrics.jsonl").read_text() == metrics
+    assert same_tensors(tensors(run / "checkpoints" / "last.safetensors"), last)
+    assert summary_of(run)["epochs_run"] == stopped["epochs_run"]
+
+
+# -- 6. a run directory appears whole ---------------------------------------------------------------------
+
+def test_a_kill_while_a_run_directory_is_made_leaves_no_half_made_run(tmp_path):
+    config = write_config(tmp_path, "w", epochs=1)
+    killed = bpcli("train", str(config), "-q", script=KILL_AT_CONFIG)
+    assert killed.returncode == -signal.SIGKILL
+    assert not (tmp_path / "runs" / "w").exists()                     # only a hidden scratch folder remains
+    fresh = bpcli("train", str(config), "-q")
+    assert fresh.returncode == 0, fresh.stderr
+    assert (tmp_path / "runs" / "w" / "summary.json").is_file()
+
+
+def test_a_full_disk_while_a_run_directory_is_made_leaves_nothing(tmp_path):
+    import resource
+
+    config = write_config(tmp_path, "w", epochs=1)
+    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200))  # noqa: E731 (config.yaml is larger)
+    full = bpcli("train", str(config), "-q", preexec_fn=limit)
+    assert full.returncode == 6, full.stderr
+    assert full.stderr.startswith("error: disk full while writing config ")
+    assert list((tmp_path / "runs").iterdir()) == []
+    assert bpcli("train", str(config), "-q").returncode == 0
+
+
+# -- 7. one writer -----------------------------------------------------------------------------------------
+
+def test_a_second_process_cannot_write_a_run_that_is_being_trained(tmp_path):
+    config = write_config(tmp_path, "busy", epochs=400)
+    run = tmp_path / "runs" / "busy"
+    first = subprocess.Popen([sys.executable, "-m", "bpcli", "train", str(config), "-q"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (run / "checkpoints" / "last.safetensors").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    second = bpcli("train", str(config), "--resume", str(run), "-q")
+    first.send_signal(signal.SIGINT)
+    assert first.wait(timeout=60) == 130, first.stderr.read()
+    assert second.returncode == 5
+    assert second.stderr.startswith(f"error: run directory {run} is in use by another bpcli process")
+    rows = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows == list(range(1, len(rows) + 1))                      # one writer: no interleaved rows
+    assert bpcli("train", str(config), "--resume", str(run), "-q", "--set", "training.epochs=" +
+                 str(len(rows) + 1)).returncode == 0                  # the lock died with its process
