@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from bpcli.training.checkpoint import load_checkpoint, monitor_state
 
@@ -189,6 +190,22 @@ def test_a_loose_checkpoint_resumes_into_a_new_run_and_touches_nothing_around_it
     assert len((new_run / "metrics.csv").read_text().splitlines()) == 1 + 3   # the loose one's history goes on
 
 
+def test_a_run_whose_checkpoints_folder_links_into_another_run_is_not_resumed(tmp_path):
+    config = write_config(tmp_path, "a", epochs=1)
+    assert bpcli("train", str(config), "-q").returncode == 0
+    other = write_config(tmp_path, "b", epochs=1)
+    assert bpcli("train", str(other), "-q").returncode == 0
+    a, b = tmp_path / "runs" / "a", tmp_path / "runs" / "b"
+    before = files_of(a)
+    import shutil
+    shutil.rmtree(b / "checkpoints")
+    (b / "checkpoints").symlink_to(a / "checkpoints")
+    refused = bpcli("train", str(other), "--resume", str(b), "-q", "--set", "training.epochs=2")
+    assert refused.returncode == 5
+    assert refused.stderr.startswith(f"error: {b / 'checkpoints'} leads outside {b}")
+    assert files_of(a) == before
+
+
 # -- 4. the kind of a checkpoint ---------------------------------------------------------------------------
 
 def test_resuming_a_best_checkpoint_is_refused_and_init_from_starts_a_new_run(tmp_path):
@@ -267,3 +284,76 @@ def test_a_second_process_cannot_write_a_run_that_is_being_trained(tmp_path):
     assert rows == list(range(1, len(rows) + 1))                      # one writer: no interleaved rows
     assert bpcli("train", str(config), "--resume", str(run), "-q", "--set", "training.epochs=" +
                  str(len(rows) + 1)).returncode == 0                  # the lock died with its process
+
+
+# -- the whole run directory after random kills ------------------------------------------------------------
+
+RANDOM_KILLS = """
+model:
+  layers:
+    - {type: dense, units: 32, activation: relu}
+    - {type: dropout, rate: 0.3}
+    - {type: dense, units: 3}
+optimizer: {name: sgd, lr: 0.05, momentum: 0.9}
+schedule: {name: reduce_on_plateau, factor: 0.5, patience: 2}
+data: {dataset: spirals, options: {n: 1200}, batch_size: 16}
+training: {epochs: 30, seed: 4, monitor: val_loss, early_stopping: {patience: 6}}
+checkpoint: {every: 5, keep: 2}
+output: {dir: RUNS, name: NAME}
+"""
+
+
+def comparable(run: Path) -> dict:
+    """Every file of a run directory as data to compare, without what the clock alone decides."""
+    def rows(path):
+        return [{k: v for k, v in json.loads(line).items() if k != "seconds"}
+                for line in path.read_text().splitlines()]
+    seen = {"config.yaml": (run / "config.yaml").read_text().replace(str(run.parent), "RUNS"), "metrics.jsonl": rows(run / "metrics.jsonl"),
+            "layers.jsonl": (run / "layers.jsonl").read_text(), "layers.csv": (run / "layers.csv").read_text(),
+            "metrics.csv": [line.rsplit(",", 1)[0] for line in (run / "metrics.csv").read_text().splitlines()],
+            "summary.json": {k: v for k, v in summary_of(run).items() if k not in ("seconds", "run_dir")}}
+    for path in sorted((run / "checkpoints").glob("*.safetensors")):
+        if path.name == "last.prev.safetensors":   # the backup of `last`: which epoch it holds is the clock's
+            continue
+        checkpoint = load_checkpoint(path)
+        seen[path.name] = (checkpoint.tensors, checkpoint.meta["state"]["epoch"])
+    return seen
+
+
+def assert_same(a: dict, b: dict) -> None:
+    assert sorted(a) == sorted(b)
+    for name, value in a.items():
+        if name.endswith(".safetensors"):
+            assert same_tensors(value[0], b[name][0]) and value[1] == b[name][1], name
+        else:
+            assert value == b[name], name
+
+
+@pytest.mark.slow
+def test_twenty_random_sigkills_then_resume_leave_the_run_directory_of_an_undisturbed_run(tmp_path):
+    import random
+
+    def config(folder: Path, name: str) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{name}.yaml"
+        path.write_text(RANDOM_KILLS.replace("RUNS", str(folder / "runs")).replace("NAME", name))
+        return path
+
+    assert bpcli("train", str(config(tmp_path / "reference", "k")), "-q").returncode == 0
+    expected = comparable(tmp_path / "reference" / "runs" / "k")
+    moments = random.Random(12).sample(range(5, 1500), 20)
+    for i, milliseconds in enumerate(moments):
+        path = config(tmp_path / f"kill-{i}", "k")
+        run = path.parent / "runs" / "k"
+        process = subprocess.Popen([sys.executable, "-m", "bpcli", "train", str(path), "-q"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while not run.exists() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(milliseconds / 1000)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        resumed = bpcli("train", str(path), "--resume", str(run), "-q") if (run / "config.yaml").exists() \
+            else bpcli("train", str(path), "-q")
+        assert resumed.returncode == 0, (milliseconds, resumed.stderr)
+        assert_same(comparable(run), expected)

@@ -80,6 +80,9 @@ def resume_point(target: str | Path, on_warning=None) -> tuple[Checkpoint | None
         if not run.is_run():
             raise CheckpointError(f"{path} is not a run directory made by bpcli train (it has no config.yaml); "
                                   "give a run directory or a checkpoint file to --resume")
+        if not run.checkpoints_are_its_own():
+            raise CheckpointError(f"{run.checkpoints} leads outside {run} (to {run.checkpoints.resolve()}): "
+                                  "resuming would write another run's checkpoints; make it a folder of its own")
         if not run.has_last():
             if on_warning:
                 on_warning(f"{run} has no checkpoint yet (stopped before the first save): starting it from the "
