@@ -228,8 +228,8 @@ def test_a_picture_that_cannot_be_written_names_the_path_and_the_reason(full_run
 
 def test_without_matplotlib_the_commands_say_how_to_install_it(full_run, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    expected = 'error: plotting needs matplotlib, which is not installed: pip install "bpcli[plot]" (or pip install ' \
-               "matplotlib), then run the command again\n"
+    expected = ("error: plotting needs matplotlib, which is not installed: pip install matplotlib (in a checkout of "
+                'bpcli: pip install -e ".[plot]"), then run the command again\n')
     for args in (["plot", str(full_run)], ["eval", str(full_run / "best.safetensors"), "--plot", "x.png"]):
         result = runner.invoke(app, args)
         assert (result.exit_code, result.output) == (2, expected)

@@ -21,7 +21,7 @@ def command(
 ) -> None:
     """Plot loss and accuracy curves (best epoch and learning-rate changes marked), the learning rate and the
     per-layer gradient norms of a run; several runs are drawn on one figure, one colour each. Needs matplotlib
-    (pip install "bpcli[plot]").
+    (pip install matplotlib).
 
     Example: bpcli plot runs/quickstart-20260101-120000 runs/quickstart-20260101-130000 --output compare.png
     """

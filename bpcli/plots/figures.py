@@ -4,7 +4,7 @@
     style()                                          a with-block: fonts and grid of every bpcli picture
     save_figure(figure, path) -> Path                PNG (or .svg, .pdf), written atomically
 
-matplotlib is an optional extra (pip install "bpcli[plot]"), imported only inside
+matplotlib is an optional extra (the `plot` extra of bpcli, or plain matplotlib), imported only inside
 these functions and the ones that draw. Figures are matplotlib.figure.Figure
 objects, never pyplot's: no display, no global backend, and savefig renders the
 PNG with Agg.
@@ -31,8 +31,8 @@ def require_matplotlib():
         import matplotlib
         from matplotlib.figure import Figure
     except ImportError:
-        raise MissingExtraError('plotting needs matplotlib, which is not installed: pip install "bpcli[plot]" '
-                                "(or pip install matplotlib), then run the command again") from None
+        raise MissingExtraError("plotting needs matplotlib, which is not installed: pip install matplotlib (in a "
+                                'checkout of bpcli: pip install -e ".[plot]"), then run the command again') from None
     return matplotlib, Figure
 
 
