@@ -367,3 +367,41 @@ def test_file_url_mirror(tmp_path):
         fetch("mnist", [T10K_LABELS], [(tmp_path / "empty").as_uri() + "/"], tmp_path / "again")
     assert "cannot open (No such file or directory)" in str(caught.value)
     assert "network seems unreachable" not in str(caught.value)
+
+
+# --- IDX content read in a stream (checksums and loading) ----------------------------------------
+
+def test_content_stream_reads_gzip_as_gzip_decompress_does(tmp_path):
+    from bpcli.data.idx import content_chunks
+
+    raw = encode_idx(np.arange(3 * 28 * 28, dtype=np.uint8).reshape(3, 28, 28) % 251)
+    half = len(raw) // 2
+    cases = {"one member": gzip.compress(raw, mtime=0),
+             "two members, zero padding": gzip.compress(raw[:half], mtime=0) + gzip.compress(raw[half:], mtime=0)
+             + bytes(100)}
+    for what, data in cases.items():
+        path = tmp_path / "x.gz"
+        path.write_bytes(data)
+        assert gzip.decompress(data) == raw and b"".join(content_chunks(path)) == raw, what
+        assert verify(path, RemoteFile("x", content_sha256=sha256_bytes(raw))) is None
+    path.write_bytes(gzip.compress(raw + b"\0", mtime=0))  # one byte more than the header declares
+    assert verify(path, RemoteFile("x", content_sha256="0" * 64)).startswith(
+        f"decompresses to more than the {len(raw):,} bytes its IDX header declares")
+    path.write_bytes(gzip.compress(b"<html>not found</html>", mtime=0))
+    assert verify(path, RemoteFile("x", content_sha256="0" * 64)).startswith(
+        "not an IDX file (bad magic number 3c68746d")
+
+
+def test_download_timeout_from_the_environment(monkeypatch):
+    from bpcli.data.download import TIMEOUT as DEFAULT
+    from bpcli.data.download import default_timeout
+    from bpcli.errors import ConfigError
+
+    monkeypatch.delenv("BPCLI_DOWNLOAD_TIMEOUT", raising=False)
+    assert default_timeout() == DEFAULT == 30.0
+    monkeypatch.setenv("BPCLI_DOWNLOAD_TIMEOUT", "2.5")
+    assert default_timeout() == 2.5
+    for bad in ("0", "-1", "soon", "nan", "inf"):
+        monkeypatch.setenv("BPCLI_DOWNLOAD_TIMEOUT", bad)
+        with pytest.raises(ConfigError, match=f"BPCLI_DOWNLOAD_TIMEOUT='{bad}' is not a number of seconds above 0"):
+            default_timeout()

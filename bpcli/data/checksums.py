@@ -16,7 +16,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from bpcli.data.idx import read_bytes
+from bpcli.data.idx import IdxError, content_chunks
 from bpcli.errors import DataError
 
 
@@ -32,8 +32,8 @@ def verify(path: Path, remote: RemoteFile) -> str | None:
     """None if the file matches one of its checksums, else a short reason."""
     try:
         found = mismatch(path, remote)
-    except DataError:  # read_bytes could not decompress it
-        return "corrupt gzip data"
+    except IdxError as error:  # not decompressible, or beyond its declared size: idx.content_chunks says which
+        return error.reason
     except OSError as error:
         return f"cannot read ({error.strerror or error})"
     if found is None:
@@ -54,7 +54,7 @@ def mismatch(path: Path, remote: RemoteFile) -> tuple[str, str] | None:
     if not expected_content:
         return got_file, expected_file
     try:
-        got_content = sha256_bytes(read_bytes(path))
+        got_content = sha256_chunks(content_chunks(path))  # in a stream: a gzip bomb is refused, not held
     except DataError:  # corrupt gzip: the published checksum, if known, says it best
         if expected_file:
             return got_file, expected_file
@@ -76,6 +76,13 @@ def is_gzip(path: Path) -> bool:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def sha256_chunks(chunks) -> str:
+    digest = hashlib.sha256()
+    for chunk in chunks:
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 def sha256_file(path: str | Path) -> str:
