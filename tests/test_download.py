@@ -393,8 +393,8 @@ def test_content_stream_reads_gzip_as_gzip_decompress_does(tmp_path):
 
 
 def test_download_timeout_from_the_environment(monkeypatch):
-    from bpcli.data.download import TIMEOUT as DEFAULT
-    from bpcli.data.download import default_timeout
+    from bpcli.data.transfer import TIMEOUT as DEFAULT
+    from bpcli.data.transfer import default_timeout
     from bpcli.errors import ConfigError
 
     monkeypatch.delenv("BPCLI_DOWNLOAD_TIMEOUT", raising=False)

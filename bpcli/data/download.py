@@ -16,7 +16,7 @@ What a mirror may cost, at most (each fault moves on to the next mirror):
   with curl's --speed-limit (a byte now and then no longer restarts a per-read clock);
 - an endless body: the file's known size plus 1/8 (room for a re-compressed copy); a
   larger Content-Length is refused before reading.
-The network is read by a thread of its own (_Transfer), so the caller waits with its own
+The network is read by a thread of its own (Transfer), so the caller waits with its own
 deadlines and can give up at any moment, whatever the socket is blocked on. A SIGINT or
 SIGTERM during fetch stops it within POLL seconds: the `.part` file is removed and
 DownloadInterrupted (exit 130 or 143) raised. A cache folder that cannot be written is
@@ -34,12 +34,9 @@ import functools
 import gzip
 import http.client
 import os
-import queue
 import re
 import shutil
-import signal
 import socket
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -51,15 +48,13 @@ from typing import Callable
 import platformdirs
 
 from bpcli.data.checksums import RemoteFile, is_gzip, mismatch, verify
-from bpcli.errors import BpcliError, CheckpointError, ConfigError, DataError, DiskFullError
+from bpcli.data.transfer import (CHUNK, MIN_RATE, MirrorFault, Pace, PartFile, Stop,
+                                  Transfer, content_length, default_timeout, stop_on_signals)
+from bpcli.errors import CheckpointError, DataError, DiskFullError
 
-CHUNK = 1 << 20  # 1 MiB: few progress calls, little memory
 URL_SCHEMES = ("http", "https", "file")  # file:// serves an air-gapped mirror on a shared disk
-TIMEOUT = 30.0          # seconds: to connect and get the headers, and the window of the minimum rate
-MIN_RATE = 8 << 10      # bytes per second, averaged over each `timeout` window
 SIZE_MARGIN = 8         # a download may exceed the file's known size by 1/8 of it (at least 64 KiB), no more
 UNKNOWN_SIZE = 1 << 30  # the cap for a file whose size is not known
-POLL = 0.1              # seconds between looks at the clock and at signals while waiting for the network
 
 Progress = Callable[[str, int, "int | None"], None]  # (file name, bytes done, total or None)
 
@@ -69,19 +64,6 @@ class _Failure:
     url: str
     reason: str
     unreachable: bool = False  # could not connect at all (no network, DNS, refused)
-
-
-class _MirrorFault(Exception):
-    """What a mirror did wrong, in the words of the failure list: cut short, too slow, too large."""
-
-
-class DownloadInterrupted(BpcliError):
-    """SIGINT or SIGTERM during a download: the partial file is gone; exit 130 or 143 like an interrupted run."""
-
-    def __init__(self, signum: int, name: str, dataset: str, folder: Path):
-        self.signum, self.exit_code = signum, 128 + signum
-        super().__init__(f"download of {name} for dataset {dataset!r} interrupted by "
-                         f"{signal.Signals(signum).name}; no partial file was kept in {folder}")
 
 
 # --- where the cache lives and which mirrors to use -------------------------------------
@@ -132,21 +114,6 @@ def _check_url(url: str, source: str) -> None:
 
 # --- download ----------------------------------------------------------------------------
 
-def default_timeout() -> float:
-    """$BPCLI_DOWNLOAD_TIMEOUT (seconds) if set, else TIMEOUT."""
-    raw = os.environ.get("BPCLI_DOWNLOAD_TIMEOUT", "").strip()
-    if not raw:
-        return TIMEOUT
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value < float("inf"):
-        raise ConfigError(f"BPCLI_DOWNLOAD_TIMEOUT={raw!r} is not a number of seconds above 0 "
-                          f"(unset, it is {TIMEOUT:g})")
-    return value
-
-
 @dataclass(frozen=True)
 class _Job:
     """One call of fetch: what each step needs."""
@@ -157,7 +124,7 @@ class _Job:
     timeout: float
     min_rate: float
     report: Progress
-    stop: _Stop
+    stop: Stop
 
 
 def fetch(dataset: str, files: list[RemoteFile], mirrors: list[str], dest: Path, *,
@@ -167,7 +134,7 @@ def fetch(dataset: str, files: list[RemoteFile], mirrors: list[str], dest: Path,
     dest = Path(dest)
     timeout = default_timeout() if timeout is None else timeout
     _prepare(dest)
-    with _stop_on_signals(dataset, dest) as stop:
+    with stop_on_signals(dataset, dest) as stop:
         job = _Job(dataset, list(files), dest, timeout, min_rate,
                    on_progress or (lambda name, done, total: None), stop)
         paths = []
@@ -215,7 +182,7 @@ def _try_mirror(job: _Job, url: str, remote: RemoteFile, final: Path) -> _Failur
             return _Failure(url, reason)
         _publish(job, remote, part, final)
         return None
-    except _MirrorFault as fault:
+    except MirrorFault as fault:
         return _Failure(url, str(fault))
     except urllib.error.HTTPError as error:  # before URLError: it is a subclass
         error.close()
@@ -237,23 +204,23 @@ def _stream(job: _Job, url: str, remote: RemoteFile, part: Path) -> None:
     """Stream url into part: headers within the timeout, then the minimum rate, up to the size cap."""
     fail = functools.partial(_cache_error, folder=job.dest, verb="write into", doing=_doing(job, remote))
     check_stop = functools.partial(job.stop.check, remote.name)
-    with _PartFile(part, fail) as out, _Transfer(url, job.timeout) as transfer:
+    with PartFile(part, fail) as out, Transfer(url, job.timeout) as transfer:
         response = transfer.next(time.monotonic() + job.timeout, check_stop)
         if response is None:
             raise TimeoutError("no response")
-        length = _content_length(response)
+        length = content_length(response)
         cap, total, done = _size_cap(remote, length), length if length is not None else remote.size, 0
         job.report(remote.name, done, total)
-        pace = _Pace(job.timeout, job.min_rate)
+        pace = Pace(job.timeout, job.min_rate)
         while chunk := pace.next(transfer, check_stop):
             done += len(chunk)
             if done > cap:
-                raise _MirrorFault(_too_large(f"sent more than {cap:,} bytes", remote))
+                raise MirrorFault(_too_large(f"sent more than {cap:,} bytes", remote))
             out.write(chunk)
             job.report(remote.name, done, total)
         out.sync()  # the rename that follows must never publish unwritten data
     if length is not None and done != length:
-        raise _MirrorFault(f"connection closed after {done} of {length} bytes")
+        raise MirrorFault(f"connection closed after {done} of {length} bytes")
 
 
 def _publish(job: _Job, remote: RemoteFile, part: Path, final: Path) -> None:
@@ -271,127 +238,13 @@ def _size_cap(remote: RemoteFile, length: int | None) -> int:
     """The most bytes accepted: the known size plus a margin (room for a re-compressed copy)."""
     cap = UNKNOWN_SIZE if remote.size is None else remote.size + max(remote.size // SIZE_MARGIN, 64 << 10)
     if length is not None and length > cap:
-        raise _MirrorFault(_too_large(f"announces {length:,} bytes", remote))
+        raise MirrorFault(_too_large(f"announces {length:,} bytes", remote))
     return cap
 
 
 def _too_large(what: str, remote: RemoteFile) -> str:
     size = f"the file is {remote.size:,} bytes" if remote.size is not None else "the file's size is unknown"
     return f"{what}, but {size} (refused; nothing was kept)"
-
-
-class _Pace:
-    """The minimum rate (curl's --speed-limit): each `timeout`-second window must bring min_rate * timeout bytes."""
-
-    def __init__(self, timeout: float, min_rate: float):
-        self.timeout, self.min_rate = timeout, min_rate
-        self.window_end, self.got = time.monotonic() + timeout, 0
-
-    def next(self, transfer: _Transfer, check_stop: Callable[[], None]) -> bytes:
-        """The next chunk (b"" at the end), or _MirrorFault when a window closes short."""
-        while True:
-            chunk = transfer.next(self.window_end, check_stop)
-            if chunk == b"":
-                return chunk
-            self.got += len(chunk or b"")
-            now = time.monotonic()
-            if now >= self.window_end:
-                if self.got < self.min_rate * self.timeout:
-                    raise _MirrorFault(f"too slow: {self.got} bytes in {self.timeout:g} s, below the minimum "
-                                       f"of {self.min_rate / 1024:g} KiB/s")
-                self.window_end, self.got = now + self.timeout, 0
-            if chunk is not None:
-                return chunk
-
-
-class _Transfer:
-    """A GET read by a thread of its own and handed over through a small queue.
-
-    The thread only reads: urlopen, then read1 (what has arrived, up to CHUNK, so a
-    drip comes through byte by byte instead of blocking a 1 MiB read). The caller
-    waits with its own deadlines and looks at signals every POLL seconds, so it can
-    give up at any moment, whatever the socket is blocked on. On leaving, the thread
-    is told to stop: it ends at its next hand-over, or when its socket times out.
-    """
-
-    def __init__(self, url: str, timeout: float):
-        self.items: queue.Queue = queue.Queue(maxsize=4)
-        self.abandoned = threading.Event()
-        self.thread = threading.Thread(target=self._read, args=(url, timeout), name="bpcli-download", daemon=True)
-
-    def __enter__(self) -> _Transfer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.abandoned.set()
-
-    def next(self, until: float, check_stop: Callable[[], None]):
-        """The response, then chunks, then b""; None at `until` (time.monotonic()); raises what the thread raised."""
-        while True:
-            check_stop()
-            left = until - time.monotonic()
-            if left <= 0:
-                return None
-            try:
-                item = self.items.get(timeout=min(POLL, left))
-            except queue.Empty:
-                continue
-            if isinstance(item, Exception):
-                raise item
-            return item
-
-    def _read(self, url: str, timeout: float) -> None:
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as response:
-                self._hand_over(response)
-                read = getattr(response, "read1", response.read)
-                while not self.abandoned.is_set():
-                    chunk = read(CHUNK)
-                    self._hand_over(chunk)
-                    if not chunk:
-                        return
-        except Exception as error:  # the caller classifies it
-            self._hand_over(error)
-
-    def _hand_over(self, item) -> None:
-        while not self.abandoned.is_set():
-            try:
-                self.items.put(item, timeout=POLL)
-                return
-            except queue.Full:
-                continue
-
-
-class _PartFile:
-    """The .part file a download streams into: a failure to write it is the cache's (`fail` makes the error)."""
-
-    def __init__(self, path: Path, fail: Callable[[OSError], BpcliError]):
-        self.fail = fail
-        try:
-            self.file = open(path, "wb")
-        except OSError as error:
-            raise fail(error) from None
-
-    def __enter__(self) -> _PartFile:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        with contextlib.suppress(OSError):
-            self.file.close()
-
-    def write(self, data: bytes) -> None:
-        self._do(self.file.write, data)
-
-    def sync(self) -> None:
-        self._do(self.file.flush)
-        self._do(os.fsync, self.file.fileno())
-
-    def _do(self, step, *args) -> None:
-        try:
-            step(*args)
-        except OSError as error:
-            raise self.fail(error) from None
 
 
 def _cache_error(error: OSError, folder: Path, verb: str, doing: str) -> CheckpointError:
@@ -403,43 +256,6 @@ def _cache_error(error: OSError, folder: Path, verb: str, doing: str) -> Checkpo
                              f"kept. Free some space, or {where}.")
     return CheckpointError(f"Cannot {verb} the data cache folder {folder} ({why}){doing}. The cache is at fault, "
                            f"not the mirrors: {where}.")
-
-
-class _Stop:
-    """SIGINT or SIGTERM while fetching: noted by the handler, acted on by the download within POLL seconds."""
-
-    def __init__(self, dataset: str, folder: Path):
-        self.dataset, self.folder, self.signum = dataset, folder, None
-
-    def request(self, signum, frame) -> None:
-        self.signum = self.signum or signum
-
-    def check(self, name: str) -> None:
-        if self.signum:
-            raise DownloadInterrupted(self.signum, name, self.dataset, self.folder)
-
-
-@contextlib.contextmanager
-def _stop_on_signals(dataset: str, folder: Path):
-    """While inside, SIGINT and SIGTERM stop the download (signals reach only the main thread: elsewhere, no change)."""
-    stop = _Stop(dataset, folder)
-    if threading.current_thread() is not threading.main_thread():
-        yield stop
-        return
-    previous = {s: signal.signal(s, stop.request) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield stop
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, signal.SIG_DFL if handler is None else handler)
-
-
-def _content_length(response) -> int | None:
-    try:
-        value = int(response.headers.get("Content-Length", ""))
-    except ValueError:
-        return None
-    return value if value >= 0 else None
 
 
 def _describe(error: object, timeout: float) -> str:
