@@ -19,7 +19,8 @@ import platformdirs
 import pytest
 
 from bpcli.data.checksums import RemoteFile, sha256_bytes, verify
-from bpcli.data.download import default_cache_root, fetch, import_files, resolve_cache_root, resolve_mirrors
+from bpcli.data.download import default_cache_root, fetch, resolve_cache_root, resolve_mirrors
+from bpcli.data.folder_import import import_files
 from bpcli.data.idx import read_bytes
 from bpcli.errors import DataError
 from tests.idx_files import encode_idx, write_idx_gz

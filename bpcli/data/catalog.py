@@ -22,7 +22,8 @@ import numpy as np
 from bpcli.data import synthetic
 from bpcli.data.checksums import RemoteFile, verify
 from bpcli.data.dataset import Dataset
-from bpcli.data.download import fetch, import_files, resolve_cache_root, resolve_mirrors
+from bpcli.data.download import fetch, resolve_cache_root, resolve_mirrors
+from bpcli.data.folder_import import import_files
 from bpcli.data.idx import read_idx
 from bpcli.data.tables import load_csv, load_npz
 from bpcli.errors import CheckpointError, DataError, did_you_mean

@@ -31,11 +31,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
-import gzip
 import http.client
 import os
 import re
-import shutil
 import socket
 import time
 import urllib.error
@@ -47,8 +45,8 @@ from typing import Callable
 
 import platformdirs
 
-from bpcli.data.checksums import RemoteFile, is_gzip, mismatch, verify
-from bpcli.data.transfer import (CHUNK, MIN_RATE, MirrorFault, Pace, PartFile, Stop,
+from bpcli.data.checksums import RemoteFile, verify
+from bpcli.data.transfer import (MIN_RATE, MirrorFault, Pace, PartFile, Stop,
                                   Transfer, content_length, default_timeout, stop_on_signals)
 from bpcli.errors import CheckpointError, DataError, DiskFullError
 
@@ -133,7 +131,7 @@ def fetch(dataset: str, files: list[RemoteFile], mirrors: list[str], dest: Path,
     """Make every file present and verified in dest, downloading what is missing or corrupt."""
     dest = Path(dest)
     timeout = default_timeout() if timeout is None else timeout
-    _prepare(dest)
+    prepare_cache_folder(dest)
     with stop_on_signals(dataset, dest) as stop:
         job = _Job(dataset, list(files), dest, timeout, min_rate,
                    on_progress or (lambda name, done, total: None), stop)
@@ -144,7 +142,8 @@ def fetch(dataset: str, files: list[RemoteFile], mirrors: list[str], dest: Path,
         return paths
 
 
-def _prepare(dest: Path) -> None:
+def prepare_cache_folder(dest: Path) -> None:
+    """Make the cache folder (a failure is the cache's) and remove .part files a killed download left."""
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -284,64 +283,3 @@ def _failure_message(job: _Job, remote: RemoteFile, failures: list[_Failure], co
     return (f"{head}{tried}{cached}\nTo place the files by hand, download {missing} from any "
             f"{dataset} mirror into {dest}, or import them with `bpcli data import {dataset} DIR`. "
             "`dataset: mnist-mini` ships with bpcli and needs no network.")
-
-
-# --- import from a local folder ------------------------------------------------------------
-
-def import_files(dataset: str, files: list[RemoteFile], source: Path, dest: Path) -> list[Path]:
-    """Copy files the user downloaded by hand into the cache, all verified before any copy."""
-    source, dest = Path(source), Path(dest)
-    found = _find_sources(dataset, files, source)
-    for remote, path in zip(files, found):
-        _check_import(remote, path)
-    _prepare(dest)
-    return [_install(path, dest / remote.name) for remote, path in zip(files, found)]
-
-
-def _find_sources(dataset: str, files: list[RemoteFile], source: Path) -> list[Path]:
-    found, missing = [], []
-    for remote in files:
-        candidates = [source / remote.name, source / remote.name.removesuffix(".gz")]
-        path = next((c for c in candidates if c.is_file()), None)
-        found.append(path)
-        if path is None:
-            missing.append(remote.name)
-    if missing:
-        where = "" if source.is_dir() else " (the folder does not exist)"
-        raise DataError(f"Cannot import dataset {dataset!r} from {source}{where}: missing "
-                        f"{', '.join(missing)}. Expected these files there (gzip, or raw IDX without "
-                        f".gz): {', '.join(f.name for f in files)}.")
-    return found
-
-
-def _check_import(remote: RemoteFile, path: Path) -> None:
-    if not is_gzip(path) and not remote.content_sha256 and remote.sha256:
-        raise DataError(f"{path} is not gzip-compressed and only the checksum of the published "
-                        f"{remote.name} is known, so it cannot be verified; import the .gz file instead.")
-    try:
-        found = mismatch(path, remote)
-    except OSError as error:
-        raise DataError(f"{path}: cannot read ({error.strerror or error}).") from None
-    if found is not None:
-        got, expected = found
-        raise DataError(f"{path} is not the expected {remote.name}: its SHA-256 is {got}, expected "
-                        f"{expected}. The file is corrupt or belongs to another dataset; download it again.")
-
-
-def _install(path: Path, final: Path) -> Path:
-    """Copy atomically; a raw IDX file is gzipped (mtime=0) so the cache holds only .gz files."""
-    part = final.with_name(final.name + ".part")
-    try:
-        with open(path, "rb") as src, open(part, "wb") as out:
-            if is_gzip(path):
-                shutil.copyfileobj(src, out, CHUNK)
-            else:
-                out.write(gzip.compress(src.read(), compresslevel=6, mtime=0))
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(part, final)
-    except OSError as error:
-        with contextlib.suppress(OSError):
-            part.unlink()
-        raise DataError(f"Cannot copy {path} into {final}: {error.strerror or error}.") from None
-    return final
