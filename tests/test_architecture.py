@@ -1,6 +1,6 @@
 """The package's folders are levels, and imports only go down.
 
-    cli  ->  tools, plots  ->  training  ->  config  ->  optim, data  ->  nn  ->  fileio  ->  errors
+    cli  ->  tools, plots, sweep  ->  training  ->  config  ->  optim, data  ->  nn  ->  fileio  ->  errors
 
 A module may import its own group and any group on a lower level; never a group
 above it, nor one beside it (tools and plots, optim and data know nothing of
@@ -17,8 +17,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "bpcli"
 
-LEVELS = [("errors",), ("fileio",), ("nn",), ("optim", "data"), ("config",), ("training",), ("tools", "plots"),
-          ("cli",)]
+LEVELS = [("errors",), ("fileio",), ("nn",), ("optim", "data"), ("config",), ("training",),
+          ("tools", "plots", "sweep"), ("cli",)]
 LEVEL = {group: level for level, groups in enumerate(LEVELS) for group in groups}
 LEVEL["bpcli"] = 0   # the package itself holds only __version__
 ENTRY_POINTS = {"bpcli.__main__"}   # `python -m bpcli` runs the CLI: the one module above cli/

@@ -10,7 +10,7 @@ from __future__ import annotations
 import typer
 
 from bpcli import __version__
-from bpcli.cli import (config, data, evaluate, explain, gradcheck, inspect_command, plot, time_command,
+from bpcli.cli import (config, data, evaluate, explain, gradcheck, inspect_command, plot, sweep, time_command,
                        train)
 from bpcli.cli.common import state
 
@@ -36,6 +36,7 @@ app.command("time")(time_command.time_)
 app.command("plot")(plot.command)
 app.command("inspect")(inspect_command.command)
 app.command("explain")(explain.command)
+app.command("sweep")(sweep.sweep)
 app.add_typer(data.app, name="data")
 app.add_typer(config.app, name="config")
 

@@ -1,0 +1,158 @@
+"""Optuna, the search engine: its samplers and pruners by name, the study, its storage.
+
+    require_engines()                     Optuna and Dask, or a MissingExtraError naming the pip command
+    quiet_optuna()                        no log lines, no experimental-feature warnings (nothing here prints)
+    SAMPLERS, PRUNERS                     name -> builder; PRUNER_OPTIONS: name -> the sweep file's options
+    create_study(sweep, storage, name)    a new study, its direction the metric's
+    ask(study, sweep) -> (trial, params)  the sampler's next trial, with a value for every dimension
+    journal_storage(path)                 Optuna's journal file (the default storage, in the sweep directory)
+
+Optuna and Dask are imported inside the functions that use them: they are an
+optional extra, and `bpcli --help` must not load them. The samplers are made
+to be reproducible: a seeded random or grid sampler gives trial n the same
+params however many workers run the trials, because the driver asks for every
+trial itself, in order (driver.py). TPE learns from finished trials, so with
+several workers its choices depend on which trials finished first; it runs
+with Optuna's constant liar then, so that trials running at once are not
+sampled on top of each other.
+"""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from bpcli.config.schema import Strict
+from bpcli.errors import MissingExtraError
+from bpcli.sweep.space import PARAMS
+
+INSTALL = 'pip install "bpcli[sweep]" (from a checkout: pip install -e ".[sweep]")'
+
+
+def require_engines() -> None:
+    """Raise a MissingExtraError, in one line, unless Optuna, Dask distributed and optuna-integration import."""
+    missing = []
+    for module, package in (("optuna", "optuna"), ("distributed", "distributed"),
+                            ("optuna_integration", "optuna-integration")):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(package)
+    if missing:
+        raise MissingExtraError(f"bpcli sweep needs {', '.join(missing)}, not installed: {INSTALL}, then run the "
+                                "command again")
+
+
+def quiet_optuna() -> None:
+    """Optuna logs each trial and warns that DaskStorage is experimental: the sweep reports trials itself."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+# -- samplers ------------------------------------------------------------------------------------
+
+def _grid(sweep, parallel: bool):
+    import optuna
+
+    class AskedGrid(optuna.samplers.GridSampler):
+        """Trial n takes point n of the grid shuffled by the seed. The sweep asks for no more trials than
+        the grid has points, so the grid's own ending (Study.stop, which only an objective function may
+        call) is left out: after a tell it would raise."""
+
+        def after_trial(self, study, trial, state, values) -> None:
+            pass
+
+    return AskedGrid(sweep.grid(), seed=sweep.seed)
+
+
+def _random(sweep, parallel: bool):
+    import optuna
+
+    return optuna.samplers.RandomSampler(seed=sweep.seed)
+
+
+def _tpe(sweep, parallel: bool):
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=sweep.seed, constant_liar=parallel)
+
+
+SAMPLERS = {"grid": _grid, "random": _random, "tpe": _tpe}
+
+
+# -- pruners: each with the options the sweep file gives it ---------------------------------------
+
+class MedianPruner(Strict):
+    """Stop a trial whose best value so far is worse than the median of the finished trials at the same epoch."""
+
+    name: Literal["median"] = Field("median")
+    min_epochs: int = Field(1, ge=1, description="Epochs every trial trains before it may be pruned.")
+    startup_trials: int = Field(5, ge=0, description="Trials that must finish before any is pruned.")
+
+    def build(self, max_epochs: int):
+        import optuna
+
+        return optuna.pruners.MedianPruner(n_startup_trials=self.startup_trials, n_warmup_steps=self.min_epochs)
+
+
+class HyperbandPruner(Strict):
+    """Successive halving in brackets (Hyperband): at each rung, one trial in reduction_factor goes on."""
+
+    name: Literal["hyperband"] = Field("hyperband")
+    min_epochs: int = Field(1, ge=1, description="Epochs of the first rung: every trial trains at least this many.")
+    reduction_factor: int = Field(3, ge=2, description="One trial in this many goes on at each rung.")
+
+    def build(self, max_epochs: int):
+        import optuna
+
+        return optuna.pruners.HyperbandPruner(min_resource=self.min_epochs, reduction_factor=self.reduction_factor,
+                                              max_resource=max(max_epochs, self.min_epochs))
+
+
+class NoPruner(Strict):
+    """Every trial trains to its end (its own early stopping aside)."""
+
+    name: Literal["none"] = Field("none")
+
+    def build(self, max_epochs: int):
+        import optuna
+
+        return optuna.pruners.NopPruner()
+
+
+PRUNER_OPTIONS = {"median": MedianPruner, "hyperband": HyperbandPruner, "none": NoPruner}
+
+
+def build_pruner(options: dict, max_epochs: int):
+    """The Optuna pruner of the sweep file's `pruner` (resolved: name and every option)."""
+    return PRUNER_OPTIONS[options["name"]](**options).build(max_epochs)
+
+
+# -- the study -----------------------------------------------------------------------------------
+
+def journal_storage(path: str | Path):
+    """Optuna's append-only journal in a file: a crash loses at most the line being written."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
+def create_study(sweep, storage, name: str, parallel: bool, max_epochs: int):
+    import optuna
+
+    return optuna.create_study(storage=storage, study_name=name, direction=sweep.direction,
+                               sampler=SAMPLERS[sweep.sampler](sweep, parallel),
+                               pruner=build_pruner(sweep.pruner, max_epochs))
+
+
+def ask(study, sweep) -> tuple:
+    """(Optuna trial, {key: value}): the next trial and the value its sampler picked for every dimension."""
+    trial = study.ask()
+    return trial, {key: PARAMS[kind].suggest(trial, key, values) for key, (kind, values) in sweep.space.items()}

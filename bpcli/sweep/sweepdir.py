@@ -1,0 +1,135 @@
+"""The sweep directory: the one place that knows the name of every file a sweep writes.
+
+    sweeps/spirals-lr-20261202-120000/
+        sweep.yaml             the sweep file, resolved (every default filled in, the base's path absolute)
+        study.journal          the Optuna study (a JournalStorage file), unless --storage names another
+        trials/<n>/            trial n's run directory, as `bpcli train` makes one: eval, inspect, plot take it
+        trials.csv, .jsonl     a row per trial: number, state, value, best epoch, epochs, seconds, worker,
+                               error, and its params
+        best.yaml              the best trial's config, fully resolved: `bpcli train best.yaml` trains it again
+        summary.json           the sweep's outcome: counts, the best trial, times, the cluster
+
+Every file is written whole and atomically (fileio.write_file) each time it
+changes, so a sweep killed at any moment leaves files that read.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from bpcli.config.yamlio import dump_yaml
+from bpcli.errors import CheckpointError
+from bpcli.fileio import write_file
+
+COLUMNS = ("number", "state", "value", "best_epoch", "epochs_run", "seconds", "worker", "error")
+
+
+class SweepDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    sweep_yaml = property(lambda self: self.path / "sweep.yaml")
+    study = property(lambda self: self.path / "study.journal")
+    trials_dir = property(lambda self: self.path / "trials")
+    trials_csv = property(lambda self: self.path / "trials.csv")
+    trials_jsonl = property(lambda self: self.path / "trials.jsonl")
+    best_yaml = property(lambda self: self.path / "best.yaml")
+    summary = property(lambda self: self.path / "summary.json")
+
+    def trial(self, number: int) -> Path:
+        return self.trials_dir / str(number)
+
+    # -- making one ----------------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, parent: str | Path, base: str, sweep_text: str) -> SweepDir:
+        """parent/<base>-<YYYYmmdd-HHMMSS> (-2, -3, ... if taken) holding sweep.yaml, made whole under a hidden name."""
+        parent, stamp = Path(parent), time.strftime("%Y%m%d-%H%M%S")
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".{base}.", suffix=".creating", dir=parent))
+        except OSError as error:
+            raise CheckpointError(f"cannot create the sweep directory under {parent}: {error.strerror or error}") \
+                from None
+        try:
+            write_file(staging / "sweep.yaml", sweep_text, "sweep file")
+            (staging / "trials").mkdir()
+            for attempt in range(1, 1000):
+                target = parent / (f"{base}-{stamp}" if attempt == 1 else f"{base}-{stamp}-{attempt}")
+                if not (target.exists() or target.is_symlink()):
+                    os.rename(staging, target)
+                    return cls(target)
+        except OSError as error:
+            raise CheckpointError(f"cannot create the sweep directory under {parent}: {error.strerror or error}") \
+                from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)   # only if it was never renamed into place
+        raise CheckpointError(f"cannot find a free sweep directory name for {base} in {parent}")
+
+    # -- writing -------------------------------------------------------------------------------------
+
+    def write_trial(self, number: int, files: dict[str, bytes], config_text: str) -> Path:
+        """Trial n's run directory from the files a worker sent, its config.yaml the one this machine resolved.
+
+        The worker trained under a temporary folder of its own; the config written here names the
+        base config's output folder instead, so `bpcli train trials/<n>/config.yaml` runs anywhere.
+        """
+        target = self.trial(number)
+        staging = self.trials_dir / f".{number}.arriving"
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            for relative, data in files.items():
+                path = staging / relative
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_file(path, data, "trial file")
+            staging.mkdir(exist_ok=True)
+            (staging / "checkpoints").mkdir(exist_ok=True)
+            write_file(staging / "config.yaml", config_text, "config")
+            if target.exists():
+                shutil.rmtree(target)
+            os.rename(staging, target)
+        except OSError as error:
+            raise CheckpointError(f"cannot write trial {number}'s run directory {target}: "
+                                  f"{error.strerror or error}") from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return target
+
+    def write_rows(self, rows: list[dict]) -> None:
+        """trials.csv and trials.jsonl, a row per trial by number, rewritten whole."""
+        rows = sorted(rows, key=lambda row: row["number"])
+        params = list(dict.fromkeys(key for row in rows for key in row["params"]))
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, [*COLUMNS, *params], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({**{k: row.get(k) for k in COLUMNS}, **row["params"]} for row in rows)
+        write_file(self.trials_csv, buffer.getvalue(), "log")
+        write_file(self.trials_jsonl, "".join(json.dumps(row) + "\n" for row in rows), "log")
+
+    def write_best(self, config: dict, note: str) -> None:
+        write_file(self.best_yaml, f"# {note}\n# Train it again: bpcli train {self.best_yaml}\n" + dump_yaml(config),
+                   "config")
+
+    def write_summary(self, summary: dict) -> None:
+        write_file(self.summary, json.dumps(summary, indent=2) + "\n", "summary")
+
+    # -- reading -------------------------------------------------------------------------------------
+
+    def read_rows(self) -> list[dict]:
+        if not self.trials_jsonl.is_file():
+            return []
+        return [json.loads(line) for line in self.trials_jsonl.read_text().splitlines() if line.strip()]

@@ -1,0 +1,189 @@
+"""bpcli sweep on real engines: Dask worker processes on 127.0.0.1, Optuna's samplers, pruners and storage.
+
+One sweep of 12 trials on a LocalCluster of 2 workers (as `bpcli sweep` runs it, in a subprocess)
+is shared by the first tests: tiny spiral networks, 6 epochs, a median pruner, a learning rate
+range wide enough for some trials to be pruned, an L2 choice that makes some diverge, and a
+momentum choice that the config refuses with nesterov. Then a grid on a cluster the test
+starts itself, joined by address as a remote one would be.
+"""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from bpcli.cli.app import app
+from bpcli.config.loading import load_config
+from bpcli.sweep.cluster import connect
+from bpcli.sweep.driver import preview, run_sweep
+from bpcli.sweep.engine import journal_storage
+from bpcli.sweep.spec import load_sweep
+from bpcli.sweep.trials import trial_seed
+from bpcli.training.run import train_run
+
+pytestmark = pytest.mark.slow
+
+BASE = """\
+model:
+  layers:
+    - {type: dense, units: 16, activation: relu}
+    - {type: dense, units: 3}
+loss: {name: cross_entropy}
+optimizer: {name: sgd, lr: 0.1, momentum: 0.9, nesterov: true}
+data: {dataset: spirals, options: {n: 300, classes: 3, noise: 0.2}, val_fraction: 0.2, preprocess: none, batch_size: 32}
+training: {epochs: 6, seed: 0, monitor: val_accuracy}
+"""
+
+SWEEP = """\
+base: base.yaml
+metric: val_accuracy
+trials: 12
+sampler: random
+seed: 1
+pruner: {name: median, min_epochs: 2, startup_trials: 2}
+space:
+  optimizer.lr: {loguniform: [1.0e-3, 1.0]}
+  model.layers.0.units: {int: [4, 32]}
+  optimizer.momentum: {choice: [0.0, 0.5, 0.9]}
+  loss.l2: {choice: [0.0, 1.0e-4, 1.0e+5]}
+name: spirals
+"""
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """(folder, sweep directory, the --json summary) of the 12-trial sweep on 2 local workers."""
+    folder = tmp_path_factory.mktemp("sweep")
+    (folder / "base.yaml").write_text(BASE)
+    (folder / "sweep.yaml").write_text(SWEEP)
+    result = subprocess.run([sys.executable, "-m", "bpcli", "sweep", "sweep.yaml", "--workers", "2", "--json"],
+                            cwd=folder, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    return folder, Path(folder / summary["sweep_dir"]), summary, result.stderr
+
+
+def rows(sweep_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (sweep_dir / "trials.jsonl").read_text().splitlines()]
+
+
+def test_every_trial_is_recorded_once_with_params_from_the_space(swept):
+    folder, sweep_dir, summary, _ = swept
+    trials = rows(sweep_dir)
+    assert [t["number"] for t in trials] == list(range(12))
+    with open(sweep_dir / "trials.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [int(r["number"]) for r in table] == list(range(12))
+    assert list(table[0])[:9] == ["number", "state", "value", "best_epoch", "epochs_run", "seconds", "worker",
+                                  "error", "optimizer.lr"]
+    for t in trials:
+        p = t["params"]
+        assert 1e-3 <= p["optimizer.lr"] <= 1 and 4 <= p["model.layers.0.units"] <= 32
+        assert p["optimizer.momentum"] in (0.0, 0.5, 0.9) and p["loss.l2"] in (0.0, 1e-4, 1e5)
+    assert summary["trials"] == {"requested": 12, **{s: sum(t["state"] == s for t in trials)
+                                                     for s in ("complete", "pruned", "fail")}}
+
+
+def test_a_seeded_random_sampler_draws_what_the_dry_run_showed(swept, monkeypatch):
+    """The driver asks for every trial in order: 2 workers sample what no worker at all (--dry-run) does."""
+    folder, sweep_dir, _, _ = swept
+    monkeypatch.chdir(folder)
+    expected = [s["params"] for s in preview(load_sweep("sweep.yaml"), 12)]
+    assert [t["params"] for t in rows(sweep_dir)] == expected
+
+
+def test_trials_are_pruned_refused_and_diverged_and_the_sweep_goes_on(swept):
+    _, sweep_dir, summary, stderr = swept
+    trials = {t["number"]: t for t in rows(sweep_dir)}
+    pruned = [t for t in trials.values() if t["state"] == "pruned"]
+    assert pruned and all(2 <= t["epochs_run"] <= 6 for t in pruned)
+    assert all(t["value"] is not None for t in pruned)
+    refused = [t for t in trials.values() if t["error"] and t["error"].startswith("config refused")]
+    assert refused and all(t["params"]["optimizer.momentum"] == 0.0 and t["worker"] is None for t in refused)
+    assert all(not (sweep_dir / "trials" / str(t["number"])).exists() for t in refused)
+    diverged = [t for t in trials.values() if t["error"] and "the loss became" in t["error"]]
+    assert diverged and all(t["params"]["loss.l2"] == 1e5 and t["state"] == "fail" for t in diverged)
+    complete = [t for t in trials.values() if t["state"] == "complete"]
+    assert len(complete) >= 2 and len({t["worker"] for t in complete + pruned}) == 2   # both workers trained
+    assert all(f"trial {n} (" in stderr for n in trials)   # a line per finished trial
+
+
+def test_each_trial_is_an_ordinary_run_directory_seeded_from_the_sweep(swept, tmp_path):
+    _, sweep_dir, _, _ = swept
+    trial = next(t for t in rows(sweep_dir) if t["state"] == "complete")
+    run = sweep_dir / "trials" / str(trial["number"])
+    assert {p.name for p in run.iterdir()} >= {"config.yaml", "metrics.csv", "metrics.jsonl", "layers.csv",
+                                               "summary.json", "checkpoints"}
+    assert not (run / ".lock").exists()
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["training"]["seed"] == trial_seed(1, trial["number"])
+    assert config["output"] == {"dir": "runs", "name": None}   # not the worker's temporary folder
+    assert config["optimizer"]["lr"] == trial["params"]["optimizer.lr"]
+    result = CliRunner().invoke(app, ["eval", str(run / "checkpoints" / "best.safetensors"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["n"] == 75   # spirals' test set, beside its 300 training points
+    assert len((run / "metrics.csv").read_text().splitlines()) == 1 + trial["epochs_run"]
+
+
+def test_best_yaml_trains_to_the_reported_value(swept, tmp_path):
+    _, sweep_dir, summary, _ = swept
+    complete = [t for t in rows(sweep_dir) if t["state"] == "complete"]
+    best = max(complete, key=lambda t: t["value"])
+    assert summary["best"]["number"] == best["number"] and summary["best"]["value"] == best["value"]
+    config = load_config(sweep_dir / "best.yaml", [f"output.dir={tmp_path}"])
+    again = train_run(config, "best.yaml")
+    assert again["monitor"]["best"] == best["value"] and again["best_epoch"] == best["best_epoch"]
+
+
+def test_the_study_is_kept_in_the_sweep_directory(swept):
+    import optuna
+
+    folder, sweep_dir, summary, _ = swept
+    assert folder / summary["storage"] == sweep_dir / "study.journal"
+    study = optuna.load_study(study_name=sweep_dir.name, storage=journal_storage(sweep_dir / "study.journal"))
+    states = {t.number: t.state.name.lower() for t in study.trials}
+    assert states == {t["number"]: t["state"] for t in rows(sweep_dir)}
+    assert study.best_trial.number == summary["best"]["number"]
+    resolved = yaml.safe_load((sweep_dir / "sweep.yaml").read_text())
+    assert resolved["pruner"] == {"name": "median", "min_epochs": 2, "startup_trials": 2}
+
+
+def test_a_grid_on_a_running_cluster_loopback_one_blas_thread_and_one_worker(tmp_path, monkeypatch):
+    """A cluster the test starts, joined by address as a remote one is: the study lives on its scheduler
+    (copied into the sweep directory at the end) and the run directories come back through Dask."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "base.yaml").write_text(BASE)
+    (tmp_path / "grid.yaml").write_text(textwrap.dedent("""\
+        base: base.yaml
+        sampler: grid
+        seed: 4
+        space:
+          optimizer.lr: {choice: [0.05, 0.2]}
+          model.layers.0.units: {choice: [4, 8]}
+        set: {training.epochs: 2}
+        """))
+    sweep = load_sweep("grid.yaml")
+    with connect(workers=1) as cluster:
+        assert cluster.address.startswith("tcp://127.0.0.1:")
+        assert all(address.startswith("tcp://127.0.0.1:") for address in cluster.client.nthreads())
+        blas = cluster.client.run(lambda: {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                                                          "MKL_NUM_THREADS")})
+        assert list(blas.values()) == [{"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}]
+        summary = run_sweep(sweep, address=cluster.address)
+    sweep_dir = Path(summary["sweep_dir"])
+    trials = rows(sweep_dir)
+    assert [t["params"] for t in trials] == [s["params"] for s in preview(sweep, 4)]
+    assert len({tuple(t["params"].values()) for t in trials}) == 4 and summary["cluster"] == cluster.address
+    assert all((sweep_dir / "trials" / str(t["number"]) / "checkpoints" / "best.safetensors").is_file()
+               for t in trials)
+    import optuna
+
+    copied = optuna.load_study(study_name=sweep_dir.name, storage=journal_storage(sweep_dir / "study.journal"))
+    assert [t.state.name for t in copied.trials] == ["COMPLETE"] * 4
