@@ -128,7 +128,7 @@ class Recorder(Callback):
 
     def on_batch_end(self, loop):
         model = loop.model
-        outputs = [model.layers[t.output].output.astype(np.float64) for t in self.probe.taps]
+        outputs = [model.layer_output(t.output).astype(np.float64) for t in self.probe.taps]
         self.steps.append({"before": self.before, "after": model.theta.astype(np.float64), "grads": self.grads,
                            "outputs": outputs, "sampled": bool(self.grads)})
 

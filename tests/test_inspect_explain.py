@@ -73,7 +73,7 @@ def test_every_optimizer_states_its_update_with_conditions_it_has(name):
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.relative_to(ROOT / "configs").as_posix())
 def test_parameter_count_and_shapes_match_the_model_training_builds(path):
     s = summarize(load_target(path))
-    cfg = load_target(path).cfg
+    cfg = resolved_dict(load_target(path).config)
     dim = INPUTS[cfg["data"]["dataset"]]
     model = build_model(cfg["model"]["layers"], dim, dtype=cfg["model"]["dtype"])
     assert s["input_dim"] == dim
@@ -127,10 +127,14 @@ def test_input_dim_of_csv_and_npz_comes_from_their_headers(tmp_path, monkeypatch
     npz_path = tmp_path / "d.npz"
     np.savez(npz_path, X=np.zeros((5, 4, 3)), y=np.zeros(5))
     monkeypatch.setattr("bpcli.tools.inspect.load_dataset", lambda *a, **k: pytest.fail("loaded the whole dataset"))
-    cfg = {"data": {"dataset": str(csv_path), "options": {}}, "training": {"seed": 0}}
-    assert input_dim(cfg) == 3
-    assert input_dim({**cfg, "data": {"dataset": str(csv_path), "options": {"features": ["a", "c"]}}}) == 2
-    assert input_dim({**cfg, "data": {"dataset": str(npz_path), "options": {}}}) == 12
+    def config(dataset, options="{}"):
+        return parse_config_text(f"model: {{layers: [{{type: dense, units: 1}}]}}\n"
+                                 f"data: {{dataset: {dataset}, options: {options}}}\n", "test.yaml")
+
+    assert input_dim(config(csv_path)) == 3
+    assert input_dim(config(csv_path, "{features: [a, c]}")) == 2
+    assert input_dim(config(npz_path)) == 12
+    assert input_dim(resolved_dict(config(npz_path))) == 12   # a resolved config dict is read into a Config
 
 
 # -- inspect: a real run -----------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from bpcli.config.loading import parse_config_text
 from bpcli.config.sections import resolved_dict
 from bpcli.errors import ConfigError
 from bpcli.nn.initializers import INITIALIZERS
-from bpcli.nn.model import build_model, default_init, next_activation
+from bpcli.nn.model import build_model, count_params, default_init, next_activation
 from bpcli.nn.regularizers import L1, L2
 
 SPEC = [
@@ -163,3 +163,40 @@ def test_next_activation_looks_past_dropout_and_batchnorm_but_not_past_a_dense_l
                          {"type": "dense", "units": 2}, {"type": "dense", "units": 2}, {"type": "sigmoid"}], 4)
     assert next_activation(model.layers, 0) is model.layers[2]
     assert next_activation(model.layers, 3) is None and next_activation(model.layers, 4) is model.layers[5]
+
+
+# -- what the diagnostics read ------------------------------------------------------------------------
+
+def test_layer_outputs_and_active_units_are_those_of_the_last_forward_pass():
+    """An in-place ReLU answers from its mask; any other layer from its output; both mean output > 0."""
+    model = build_model([{"type": "dense", "units": 6, "activation": "relu", "bias_init": {"name": "constant",
+                                                                                          "value": -1.5}},
+                         {"type": "dropout", "rate": 0.5}, {"type": "relu"}, {"type": "leaky_relu"},
+                         {"type": "dense", "units": 2}], 3, dtype="float64")
+    assert model.layers[1].inplace and model.layers[1].activation.mask is None   # nothing run yet
+    assert not model.layers[3].inplace                                           # after dropout: not its buffer
+    x = np.random.default_rng(0).normal(size=(5, 3))
+    model.forward(x, training=True)
+    z = x @ model.params["layers.0.weight"] + model.params["layers.0.bias"]
+    np.testing.assert_array_equal(model.layer_output(0), np.maximum(z, 0))       # z became a in place
+    assert model.layer_output(1) is model.layers[1].a and model.layers[1].activation.mask is not None
+    for i in range(len(model.layers)):
+        positive = model.layer_output(i).max(axis=0) > 0
+        assert model.active_units(i).dtype == bool and np.array_equal(model.active_units(i), positive)
+    assert 0 < model.active_units(1).sum() < 6            # the -1.5 biases keep some units off for 5 examples
+    model.forward(x[:2], training=False)
+    assert model.layer_output(5).shape == (2, 2) and model.layers[1].activation.mask.shape == (2, 6)
+
+
+def test_layers_say_what_they_are_to_the_diagnostics():
+    model = build_model(SPEC, 4)
+    assert [layer.activation_name for layer in model.layers] == [None, "relu", None, None, None]
+    assert [layer.training_noise for layer in model.layers] == [False, False, False, True, False]
+
+
+def test_count_params_counts_without_allocating():
+    """build() allocates nothing (batch norm's statistics come from initial_buffers), so a huge config is cheap."""
+    assert count_params(SPEC, 4) == build_model(SPEC, 4).n_params
+    huge = [{"type": "dense", "units": 10 ** 9}, {"type": "batchnorm"}, {"type": "dense", "units": 3}]
+    assert count_params(huge, 2) == 3 * 10 ** 9 + 2 * 10 ** 9 + (10 ** 9 + 1) * 3
+    assert build_model(SPEC, 4).buffers["layers.2.running_var"].dtype == np.float32

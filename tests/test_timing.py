@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bpcli.tools.timing import BareGemms
+from bpcli.nn.model import build_model
+from bpcli.tools.timing import BareGemms, gemm_sizes
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -19,6 +20,12 @@ def test_bare_gemms_cover_every_batch_and_layer():
     assert bare.epoch() > 0
     acts, deltas, dws = bare.buffers[2]
     assert np.allclose(dws[0], acts[0].T @ deltas[1]) and np.allclose(acts[1], acts[0] @ bare.weights[0])
+
+
+def test_the_gemms_are_those_of_the_weight_matrices():
+    model = build_model([{"type": "dropout"}, {"type": "dense", "units": 8, "activation": "relu"}, {"type": "batchnorm"},
+                         {"type": "dense", "units": 4}, {"type": "tanh"}, {"type": "dense", "units": 2}], 5)
+    assert gemm_sizes(model) == [5, 8, 4, 2]
 
 
 def test_bpcli_time_reports_every_layer_and_the_gemm_ratio():

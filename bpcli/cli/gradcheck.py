@@ -33,10 +33,9 @@ def gradcheck(
 
     if config:
         from bpcli.config.loading import load_config
-        from bpcli.config.sections import resolved_dict
 
-        cfg = resolved_dict(load_config(config, overrides or []))
-        results = check_config(cfg, eps=eps, tol=tol, seed=seed, samples=samples, max_entries=max_entries)
+        results = check_config(load_config(config, overrides or []), eps=eps, tol=tol, seed=seed, samples=samples,
+                               max_entries=max_entries)
     else:
         results = check_all(eps=eps, tol=tol, seed=seed, samples=samples)
     failed = [r for r in results if not r.passed]

@@ -25,37 +25,33 @@ def time_(
     Example: bpcli time configs/quickstart.yaml --synthetic
     """
     from bpcli.config.loading import load_config
-    from bpcli.config.sections import resolved_dict
     from bpcli.tools.timing import time_config
-    from bpcli.training.step import build_parts
 
     typed = load_config(config, overrides or [])
-    cfg = resolved_dict(typed)
-    x, y, n = timing_data(cfg, synthetic)
-    parts = build_parts(typed, x.shape[1], typed.data.steps_per_epoch(n))
-    report = time_config(parts, x, y, cfg["data"]["batch_size"], n, repeats)
+    x, y, n = timing_data(typed, synthetic)
+    report = time_config(typed, x, y, n, repeats)
     if as_json:
         return print_json(report)
     print_report(report, config)
 
 
-def timing_data(cfg: dict, synthetic: bool):
-    """(x, y, training-set size): a few real batches, or random ones of the dataset's shape."""
+def timing_data(config, synthetic: bool):
+    """(x, y, training-set size): a few real batches, or one random batch of the dataset's shape."""
     import numpy as np
 
     from bpcli.data.catalog import DATASETS, IdxSource
     from bpcli.nn.losses import LOSSES
     from bpcli.training.run import prepare_data
 
-    entry = DATASETS.get(cfg["data"]["dataset"])
+    entry = DATASETS.get(config.data.dataset)
     if not (synthetic and isinstance(entry, IdxSource)):
-        data = prepare_data(cfg)
+        data = prepare_data(config)
         return data.x_train, data.y_train, len(data.x_train)
-    n = round(60000 * (1 - cfg["data"]["val_fraction"])) if not entry.shipped else 4500
-    rng, batch = np.random.default_rng(0), cfg["data"]["batch_size"]
-    x = rng.random((min(batch, n), int(np.prod(entry.image_shape))), dtype=cfg["model"]["dtype"])
-    kind = LOSSES[cfg["loss"]["name"]].kind
-    units = cfg["model"]["layers"][-1].get("units") or len(entry.class_names)
+    n = round(60000 * (1 - config.data.val_fraction)) if not entry.shipped else 4500
+    rng = np.random.default_rng(0)
+    x = rng.random((config.data.batch_size_for(n), int(np.prod(entry.image_shape))), dtype=config.model.dtype)
+    kind = LOSSES[config.loss.name].kind
+    units = getattr(config.model.layers[-1], "units", None) or len(entry.class_names)
     y = (rng.integers(0, units, len(x)) if kind == "multiclass" else
          rng.integers(0, 2, (len(x), units)).astype(x.dtype) if kind == "binary" else
          rng.standard_normal((len(x), units)).astype(x.dtype))

@@ -27,6 +27,7 @@ class Activation:
     default_init = "glorot_uniform"
     equation = ""      # a = f(z), e.g. "a = max(z, 0)"
     derivative = ""    # dz from da, e.g. "dz = da * (z > 0)"
+    mask: np.ndarray | None = None   # z > 0 of the last forward_inplace, where it keeps it (ReLU)
 
     def forward(self, z):
         raise NotImplementedError
@@ -100,7 +101,7 @@ class ReLU(Activation):
         return np.multiply(z, self.mask, out=z)
 
     def backward_inplace(self, z, a, da):
-        mask = self.mask if getattr(self, "mask", None) is not None and self.mask.shape == da.shape else a > 0
+        mask = self.mask if self.mask is not None and self.mask.shape == da.shape else a > 0
         return np.multiply(da, mask, out=da)
 
 

@@ -2,9 +2,10 @@
 
 Contract (rows are examples: x is (batch, features)):
 
-    build(input_dim) -> output_dim      fixes the shapes once the input size is known
+    build(input_dim) -> output_dim      fixes the shapes once the input size is known (allocates nothing)
     param_shapes() -> {name: shape}     what the model must allocate for this layer
     initial_params(rng) -> {name: a}    float64 starting values drawn from `rng`
+    initial_buffers() -> {name: a}      float64 starting values of its untrained state
     forward(x, training) -> y           keeps what backward needs
     backward(dy) -> dx                  fills grads[name] for each params[name]
     backward_params(dy)                 the same without dx, for the first layer that has parameters
@@ -13,7 +14,8 @@ Contract (rows are examples: x is (batch, features)):
 a layer writes its gradients in place (`out=`) and the optimizer can update all
 parameters with a few whole-buffer operations. `buffers` holds state that is
 saved but not trained (batch norm's running statistics). `dname` always means
-dLoss/dname.
+dLoss/dname. Why build() allocates nothing: a model's size can then be counted
+from a config before any memory is spent on it (model.count_params).
 
 A layer also describes itself, so that adding one touches its own module and
 tests only: the config schema, `bpcli explain`, `bpcli inspect` and gradcheck
@@ -28,6 +30,10 @@ read it through the registry layers.LAYERS.
     equations(terms), backward_equations(terms) -> [(math, shapes)]   for explain
     summary_row() -> {type, options, init}                            for inspect
     check_options                       the options gradcheck builds it with
+    activation_name                     the activation it applies (ActivationLayer), else None
+    training_noise                      True if training only drops random units (dropout)
+    active_units(y) -> (width,) bools   the units its output y shows positive for some example
+                                        (these three are what the layer diagnostics read)
 
 A layer keeps each constructor option as an attribute of the same name, so what
 it was built with can be read back (inspect shows it). Options arrive validated
@@ -86,6 +92,8 @@ class Layer:
     param_symbols: dict[str, str] = {}  # and its parameters so: {"weight": "W"} gives W3; default: the name
     init_from_activation = False       # its weight initializer defaults by the activation it feeds (dense)
     writable_output = False            # its output is its own buffer, which the layer above may overwrite
+    activation_name: str | None = None  # the activation it applies, if that is what it does (ActivationLayer)
+    training_noise = False             # training only drops random units (dropout): diagnostics look below it
     option_specs: dict[str, tuple] = {}  # option -> (type, range, description) for the schema
     check_options: dict = {}           # the options gradcheck builds it with
 
@@ -114,6 +122,9 @@ class Layer:
     def initial_params(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
         return {}
 
+    def initial_buffers(self) -> dict[str, np.ndarray]:
+        return {}
+
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         raise NotImplementedError
 
@@ -123,6 +134,10 @@ class Layer:
     def backward_params(self, dy: np.ndarray) -> None:
         """Fill the gradients only: below the first layer with parameters, dx is never used."""
         self.backward(dy)
+
+    def active_units(self, y: np.ndarray) -> np.ndarray:
+        """Which units its output y (from the last forward pass) shows positive for some example."""
+        return y.max(axis=0) > 0
 
     def scratch(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
         """An array reused for every batch of this shape (training and evaluation batches differ)."""

@@ -21,6 +21,7 @@ whole-buffer operations. The same spec and seed always give the same weights.
 
 from __future__ import annotations
 
+import math
 
 import numpy as np
 
@@ -35,22 +36,15 @@ class Model:
     def __init__(self, layers: list[Layer], input_dim: int, *, seed: int = 0, dtype: str = "float32"):
         self.layers, self.input_dim = layers, input_dim
         self.dtype = np.dtype(dtype)
-        self.widths = self._build_shapes(input_dim)
+        self.widths = build_shapes(layers, input_dim)   # each layer's output width
         self.output_dim = self.widths[-1] if layers else input_dim
+        self._outputs: list[np.ndarray | None] = [None] * len(layers)
         self.rng = np.random.default_rng([seed, 1])  # dropout masks
         for before, layer in zip([None, *self.layers], self.layers):
             layer.rng = self.rng
             if isinstance(layer, ActivationLayer):
                 layer.inplace = before is not None and before.writable_output  # its input is then that layer's buffer
         self._allocate_parameters(np.random.default_rng([seed, 0]))
-
-    def _build_shapes(self, dim: int) -> list[int]:
-        """Each layer's output width, in order."""
-        widths = []
-        for layer in self.layers:
-            dim = layer.build(dim)
-            widths.append(dim)
-        return widths
 
     def _allocate_parameters(self, init_rng: np.random.Generator) -> None:
         """Bind each layer's params and grads to views into the flat theta and dtheta."""
@@ -70,8 +64,7 @@ class Model:
                 self.params[f"layers.{i}.{name}"] = layer.params[name]
                 self.grads[f"layers.{i}.{name}"] = layer.grads[name]
                 offset += n
-            for name, value in layer.buffers.items():
-                layer.buffers[name] = value.astype(self.dtype)
+            layer.buffers = {name: value.astype(self.dtype) for name, value in layer.initial_buffers().items()}
 
     @property
     def buffers(self) -> dict[str, np.ndarray]:
@@ -99,10 +92,18 @@ class Model:
             target[...] = state[name]
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        """The logits; each layer's `output` is kept (a reference, valid until its next forward) for diagnostics."""
-        for layer in self.layers:
-            x = layer.output = layer.forward(x, training)
+        """The logits; each layer's output is kept (a reference, valid until its next forward) for diagnostics."""
+        for i, layer in enumerate(self.layers):
+            x = self._outputs[i] = layer.forward(x, training)
         return x
+
+    def layer_output(self, i: int) -> np.ndarray | None:
+        """Layer i's output from the last forward pass (the layer's own buffer: copy it to keep it)."""
+        return self._outputs[i]
+
+    def active_units(self, i: int) -> np.ndarray:
+        """Which of layer i's units were positive for some example of the last forward pass, (width,) bools."""
+        return self.layers[i].active_units(self._outputs[i])
 
     def backward(self, dlogits: np.ndarray, input_grad: bool = False) -> np.ndarray | None:
         """Fill every gradient; return dLoss/dx only if asked.
@@ -111,7 +112,7 @@ class Model:
         skips its dx (for a first dense layer, a whole matrix multiply per batch).
         """
         dy = dlogits
-        first = 0 if input_grad else self._first_layer_with_params()
+        first = 0 if input_grad else self.first_with_params
         for layer in reversed(self.layers[first + (0 if input_grad else 1):]):
             dy = layer.backward(dy)
         if input_grad:
@@ -120,7 +121,9 @@ class Model:
             self.layers[first].backward_params(dy)
         return None
 
-    def _first_layer_with_params(self) -> int:
+    @property
+    def first_with_params(self) -> int:
+        """The first layer with parameters (len(layers) if none): backward stops there, without its dx."""
         return next((i for i, layer in enumerate(self.layers) if layer.params), len(self.layers))
 
     def reseed_dropout(self, seed: int) -> None:
@@ -151,6 +154,22 @@ def build_model(layer_specs: list[dict], input_dim: int, *, seed: int = 0, dtype
         if layer.init_from_activation and layer.init is None:
             layer.init = _initializer_for(next_activation(layers, i))
     return Model(layers, input_dim, seed=seed, dtype=dtype)
+
+
+def build_shapes(layers: list[Layer], input_dim: int) -> list[int]:
+    """Build each layer for the width below it; each layer's output width, in order."""
+    widths, dim = [], input_dim
+    for layer in layers:
+        dim = layer.build(dim)
+        widths.append(dim)
+    return widths
+
+
+def count_params(layer_specs: list[dict], input_dim: int) -> int:
+    """How many parameters build_model would allocate, counted without allocating any (build() allocates nothing)."""
+    layers = [layer for spec in layer_specs for layer in layers_of(spec)]
+    build_shapes(layers, input_dim)
+    return sum(math.prod(shape) for layer in layers for shape in layer.param_shapes().values())
 
 
 def layers_of(spec: dict, key: str = "model.layers") -> list[Layer]:

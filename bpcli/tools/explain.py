@@ -1,6 +1,6 @@
 """The forward and backward equations of a configured network, layer by layer, with every shape.
 
-    explain(cfg, input_dim) -> list[Section]        render(sections, width) -> str
+    explain(config, input_dim) -> list[Section]        render(sections, width) -> str
 
 What the articles on backpropagation derive for a generic network, written out
 for the user's own: each layer's forward equation with the shapes of its
@@ -23,12 +23,14 @@ import re
 import textwrap
 from dataclasses import dataclass, field
 
+from bpcli.config.sections import Config, optimizer_kwargs, resolved_dict
 from bpcli.nn.layers import Terms, substitute
+from bpcli.nn.losses import build_loss
 from bpcli.nn.model import Model, build_model
+from bpcli.nn.regularizers import build_regularizers
 from bpcli.optim.optimizers import Optimizer, build_optimizer
 from bpcli.optim.schedules import SCHEDULES
-from bpcli.nn.losses import build_loss
-from bpcli.nn.regularizers import build_regularizers
+from bpcli.training.run import as_config
 
 
 @dataclass
@@ -61,33 +63,30 @@ class Net:
     def shape(self, i: int) -> str:
         return f"({self.batch}, {self.width(i)})"
 
-    @property
-    def first(self) -> int:
-        """The first layer with parameters: model.backward stops there, without its input gradient."""
-        return next((i for i, layer in enumerate(self.model.layers) if layer.params), len(self.model.layers))
-
     def terms(self, i: int, penalties=()) -> Terms:
         """What layer i's equations call its input, output and sizes, and the penalties on its parameters."""
         layer = self.model.layers[i]
         extra = {name: penalty_terms(self, penalties, f"{layer.param_symbol(name)}{i}") for name in layer.params}
         return Terms(i, self.name(i - 1), self.name(i), self.batch, self.width(i - 1), self.width(i),
-                     input_grad=i != self.first, penalties=extra)
+                     input_grad=i != self.model.first_with_params, penalties=extra)
 
 
-def explain(cfg: dict, input_dim: int) -> list[Section]:
-    """The sections `bpcli explain` prints, for the resolved config `cfg`."""
-    model = build_model(cfg["model"]["layers"], input_dim, seed=cfg["training"]["seed"], dtype=cfg["model"]["dtype"])
-    net = Net(model, cfg["data"]["batch_size"])
-    loss, penalties = build_loss(cfg["loss"]), build_regularizers(cfg["loss"])
-    options = {k: v for k, v in cfg["optimizer"].items() if k not in ("name", "lr")}
-    optimizer = build_optimizer(cfg["optimizer"]["name"], **options)
-    return [overview(net, cfg), forward(net, loss, penalties), backward(net, loss, penalties),
-            update(cfg, optimizer, model.n_params), parameters(net)]
+def explain(config: Config | dict, input_dim: int) -> list[Section]:
+    """The sections `bpcli explain` prints, for a config (or a resolved config dict)."""
+    config = as_config(config)
+    model = build_model(resolved_dict(config)["model"]["layers"], input_dim, seed=config.training.seed,
+                        dtype=config.model.dtype)
+    net = Net(model, config.data.batch_size)
+    loss_options = config.loss.model_dump()
+    loss, penalties = build_loss(loss_options), build_regularizers(loss_options)
+    optimizer = build_optimizer(config.optimizer.name, **optimizer_kwargs(config))
+    return [overview(net), forward(net, loss, penalties), backward(net, loss, penalties),
+            update(config, optimizer, model.n_params), parameters(net)]
 
 
-def overview(net: Net, cfg: dict) -> Section:
+def overview(net: Net) -> Section:
     m, plural = net.model, lambda n, word: f"{n:,} {word}{'s' * (n != 1)}"
-    return Section(f"{cfg['model']['dtype']} network, {plural(m.input_dim, 'input')} -> "
+    return Section(f"{m.dtype} network, {plural(m.input_dim, 'input')} -> "
                    f"{plural(m.output_dim, 'output')}, {m.n_params:,} parameters", [], [
         (f"x {net.shape(-1)}: a batch of B = {net.batch} examples (data.batch_size), one per row; the last "
          "batch of an epoch can be smaller. Each layer's output is named by its type and its index in layers: "
@@ -165,12 +164,13 @@ def backward(net: Net, loss, penalties) -> Section:
     last = len(net.model.layers) - 1
     out = net.name(last)
     lines = [Line("loss", substitute(loss.derivative, {"z": out, "dz": f"d{out}"}), f"d{out} {net.shape(last)}")]
-    for i in range(last, net.first - 1, -1):
+    first = net.model.first_with_params
+    for i in range(last, first - 1, -1):
         lines += backward_lines(net, i, penalties)
     notes = ["Every gradient is of the batch-mean loss, so its scale does not change with B."]
-    if net.first > 0:
-        below = "layers.0 holds" if net.first == 1 else f"layers.0 to layers.{net.first - 1} hold"
-        notes.append(f"{below} no parameters and come{'s' * (net.first == 1)} before every layer that does: "
+    if first > 0:
+        below = "layers.0 holds" if first == 1 else f"layers.0 to layers.{first - 1} hold"
+        notes.append(f"{below} no parameters and come{'s' * (first == 1)} before every layer that does: "
                      "model.backward never runs them.")
     if penalties:
         notes.append("The penalty terms are added to the gradients after model.backward (train_step), before "
@@ -199,27 +199,30 @@ def penalty_terms(net: Net, penalties, symbol: str) -> str:
 
 # -- the update ------------------------------------------------------------------------------------
 
-def update(cfg: dict, optimizer: Optimizer, n: int) -> Section:
-    name, training = cfg["optimizer"]["name"], cfg["training"]
-    lines = []
-    if training.get("clip_grad_norm"):
-        lines.append(Line("clip", "g = g * max_norm / (||g|| + 1e-6)   if ||g|| > max_norm",
-                          f"max_norm = {training['clip_grad_norm']:g} (training.clip_grad_norm)"))
-    if training.get("clip_grad_value"):
-        lines.append(Line("clip", "g = clip(g, -c, c)", f"c = {training['clip_grad_value']:g} "
-                                                       "(training.clip_grad_value)"))
+def update(config: Config, optimizer: Optimizer, n: int) -> Section:
+    name = config.optimizer.name
     rules = [text for condition, text in optimizer.update if holds(optimizer, condition)]
-    lines += [Line(name if j == 0 else "", text) for j, text in enumerate(rules)]
-    values = {k: v for k, v in cfg["optimizer"].items() if k not in ("name", "lr") and
-              any(re.search(rf"\b{k}\b", text) for text in rules)}
+    lines = clip_lines(config.training) + [Line(name if j == 0 else "", text) for j, text in enumerate(rules)]
+    values = {k: v for k, v in optimizer_kwargs(config).items() if any(re.search(rf"\b{k}\b", t) for t in rules)}
     if values:
         lines.append(Line("", "with " + ", ".join(f"{k} = {v:g}" for k, v in values.items())))
-    lines += schedule_lines(cfg)
+    lines += schedule_lines(config)
     notes = [(f"p, g and every state array are flat vectors of all {n:,} parameters, updated in place; "
               "the formulas are PyTorch's torch.optim ones.")]
     if any(re.search(r"\bt\b", text) for text in rules):
         notes.append("t counts the optimizer's steps from 1.")
     return Section(f"Update: {name}, once per batch (g = dL/dp)", lines, notes)
+
+
+def clip_lines(training) -> list[Line]:
+    """Gradient clipping, as train_step applies it between the penalties and the update."""
+    lines = []
+    if training.clip_grad_norm:
+        lines.append(Line("clip", "g = g * max_norm / (||g|| + 1e-6)   if ||g|| > max_norm",
+                          f"max_norm = {training.clip_grad_norm:g} (training.clip_grad_norm)"))
+    if training.clip_grad_value:
+        lines.append(Line("clip", "g = clip(g, -c, c)", f"c = {training.clip_grad_value:g} (training.clip_grad_value)"))
+    return lines
 
 
 def holds(optimizer: Optimizer, condition: str) -> bool:
@@ -228,9 +231,9 @@ def holds(optimizer: Optimizer, condition: str) -> bool:
     return all(bool(getattr(optimizer, p.lstrip("!"))) != p.startswith("!") for p in parts)
 
 
-def schedule_lines(cfg: dict) -> list[Line]:
+def schedule_lines(config: Config) -> list[Line]:
     """lr at each step, in the schedule's own words (its docstring), with its options."""
-    schedule, lr = cfg["schedule"], cfg["optimizer"]["lr"]
+    schedule, lr = config.schedule.model_dump(), config.optimizer.lr
     cls = SCHEDULES[schedule["name"]]
     words = " ".join((cls.__doc__ or schedule["name"]).split()).split(". ")[0].rstrip(".")
     words = words[0].lower() + words[1:] if words[1:2].islower() else words

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from bpcli.config.sections import Config
 from bpcli.nn.activations import ACTIVATIONS
 from bpcli.nn.layers import LAYERS
 from bpcli.nn.losses import LOSSES, Loss
@@ -203,20 +204,21 @@ def check_all(*, eps: float = 1e-6, tol: float = 1e-6, seed: int = 0, samples: i
     return results
 
 
-def check_config(cfg: dict, *, eps: float = 1e-6, tol: float = 1e-6, seed: int = 0, samples: int = 4,
+def check_config(config: Config | dict, *, eps: float = 1e-6, tol: float = 1e-6, seed: int = 0, samples: int = 4,
                  max_entries: int = 64, data_dir: str | None = None) -> list[CheckResult]:
-    """A config's own network, loss and penalties, in float64, on a few examples of its training data."""
-    from bpcli.training.run import prepare_data
-    from bpcli.nn.losses import build_loss
-    from bpcli.nn.regularizers import build_regularizers
+    """A config's own network, loss and penalties, built as a run builds them but in float64, on a few of its
+    training examples."""
+    from bpcli.training.run import as_config, prepare_data
+    from bpcli.training.step import build_parts
 
-    cfg = {**cfg, "model": {**cfg["model"], "dtype": "float64"}}
-    data = prepare_data(cfg, data_dir)
-    rows = np.random.default_rng([seed, 5]).choice(len(data.x_train), min(samples, len(data.x_train)), replace=False)
-    model = build_model(cfg["model"]["layers"], data.input_dim, seed=cfg["training"]["seed"], dtype="float64")
-    return check_model(model, build_loss(cfg["loss"]), data.x_train[rows], data.y_train[rows],
-                       build_regularizers(cfg["loss"]), component="config", eps=eps, tol=tol, seed=seed,
-                       max_entries=max_entries)
+    config = as_config(config)
+    config = config.model_copy(update={"model": config.model.model_copy(update={"dtype": "float64"})})
+    data = prepare_data(config, data_dir)
+    n = len(data.x_train)
+    rows = np.random.default_rng([seed, 5]).choice(n, min(samples, n), replace=False)
+    parts = build_parts(config, data.input_dim, config.data.steps_per_epoch(n))
+    return check_model(parts.model, parts.loss, data.x_train[rows], data.y_train[rows], parts.regularizers,
+                       component="config", eps=eps, tol=tol, seed=seed, max_entries=max_entries)
 
 
 FULL_NETWORK = [

@@ -21,7 +21,7 @@ from bpcli.data.catalog import DATASETS, IdxSource, load_dataset
 from bpcli.errors import CheckpointError, ConfigError, DataError
 from bpcli.nn.losses import Loss, build_loss
 from bpcli.nn.metrics import classification_summary, predict_classes, predict_logits, probabilities, regression_metrics
-from bpcli.nn.model import Model, build_model
+from bpcli.nn.model import Model, build_model, count_params
 from bpcli.data.preprocessing import Preprocessor, loss_targets, split_dataset
 from bpcli.data.tables import load_csv_inputs, load_npz_inputs
 
@@ -33,7 +33,7 @@ class Restored:
     model: Model
     loss: Loss
     preprocessor: Preprocessor
-    cfg: dict
+    config: Config
     task: str
     class_names: tuple[str, ...] | None
 
@@ -47,17 +47,18 @@ def restore(checkpoint: Checkpoint) -> Restored:
     """
     meta, path = checkpoint.meta, checkpoint.path
     try:
-        cfg = resolved_dict(Config.model_validate(meta["config"]))
-        _check_size(checkpoint, cfg["model"]["layers"], meta["input_dim"])
-        model = build_model(cfg["model"]["layers"], meta["input_dim"], dtype=cfg["model"]["dtype"])
-        loss = build_loss(cfg["loss"])
-        preprocessor = Preprocessor(cfg["data"]["preprocess"])
+        config = Config.model_validate(meta["config"])
+        layers = resolved_dict(config)["model"]["layers"]
+        _check_size(checkpoint, layers, meta["input_dim"])
+        model = build_model(layers, meta["input_dim"], dtype=config.model.dtype)
+        loss = build_loss(config.loss.model_dump())
+        preprocessor = Preprocessor(config.data.preprocess)
     except (ConfigError, KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{path}: its stored config cannot be rebuilt: {_reason(error)}") from None
     _load_weights(checkpoint, model)
     _load_preprocessing(checkpoint, preprocessor, model.input_dim)
     _check_task(checkpoint, loss, model)
-    return Restored(model, loss, preprocessor, cfg, meta["task"], _class_names(meta["class_names"], loss, model))
+    return Restored(model, loss, preprocessor, config, meta["task"], _class_names(meta["class_names"], loss, model))
 
 
 def _reason(error: Exception) -> str:
@@ -72,17 +73,14 @@ def _reason(error: Exception) -> str:
 FREE_PARAMETERS = 1 << 24
 
 
-def _check_size(checkpoint: Checkpoint, spec: list[dict], input_dim: int) -> None:
-    """Refuse a config whose dense layers need far more parameters than the file holds, before allocating them.
+def _check_size(checkpoint: Checkpoint, layers: list[dict], input_dim: int) -> None:
+    """Refuse a config whose layers need far more parameters than the file holds, before allocating them.
 
     Building a model allocates and initializes every parameter, so a header saying
-    units: 10**9 would exhaust memory before any shape is compared. Only dense
-    layers are counted (every other layer keeps the width), a lower bound.
+    units: 10**9 would exhaust memory before any shape is compared; count_params
+    counts them from the layers' shapes alone.
     """
-    needed, width = 0, input_dim
-    for layer in spec:
-        if layer["type"] == "dense":
-            needed, width = needed + (width + 1) * layer["units"], layer["units"]
+    needed = count_params(layers, input_dim)
     stored = sum(t.size for t in checkpoint.model_tensors.values())
     if needed > max(stored, FREE_PARAMETERS):
         raise CheckpointError(f"{checkpoint.path}: its config needs at least {needed} parameters, but the file "
@@ -189,17 +187,16 @@ def _image_shape(name: str, x: np.ndarray) -> tuple[int, ...] | None:
 def _split_arrays(checkpoint, r: Restored, dataset, split, data_dir):
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; allowed: {', '.join(SPLITS)}")
-    data_cfg, seed = r.cfg["data"], r.cfg["training"]["seed"]
-    name = dataset or data_cfg["dataset"]
-    options = data_cfg.get("options") if name == data_cfg["dataset"] else {}
-    raw = load_dataset(name, data_dir=data_dir or data_cfg.get("data_dir"), mirrors=data_cfg.get("mirrors"),
-                       options=options, seed=seed)
-    s = split_dataset(raw, r.task, data_cfg["val_fraction"] if split != "test" else 0.0, seed)
+    data, seed = r.config.data, r.config.training.seed
+    name = dataset or data.dataset
+    options = data.options if name == data.dataset else {}
+    raw = load_dataset(name, data_dir=data_dir or data.data_dir, mirrors=data.mirrors, options=options, seed=seed)
+    s = split_dataset(raw, r.task, data.val_fraction if split != "test" else 0.0, seed)
     if split == "test":
         if s.x_test is None:
             raise DataError(f"{name} has no test set; use --split val or --split train")
         return s.x_test, s.y_test, name
-    if name == data_cfg["dataset"] and s.val_hash != checkpoint.meta.get("val_hash"):
+    if name == data.dataset and s.val_hash != checkpoint.meta.get("val_hash"):
         raise DataError(f"the validation split of {name} differs from the one used in training")
     return (s.x_val, s.y_val, name) if split == "val" else (s.x_train, s.y_train, name)
 
@@ -222,7 +219,7 @@ def predict_file(checkpoint_path: str | Path, input_path: str | Path, batch_size
 def _read_inputs(path: Path, r: Restored) -> np.ndarray:
     if path.suffix.lower() == ".npz":
         return load_npz_inputs(str(path))
-    target = (r.cfg["data"].get("options") or {}).get("target", "label")
+    target = r.config.data.options.get("target", "label")
     return load_csv_inputs(str(path), drop=(target,))
 
 

@@ -21,30 +21,33 @@ from pathlib import Path
 
 import numpy as np
 
-from bpcli.training.checkpoint import SUFFIX, Checkpoint, load_checkpoint
 from bpcli.config.loading import load_config
-from bpcli.config.sections import resolved_dict
+from bpcli.config.sections import Config, optimizer_kwargs, resolved_dict
 from bpcli.data.catalog import DATASETS, IdxSource, SyntheticSource, load_dataset, load_synthetic
 from bpcli.errors import CheckpointError, ConfigError
 from bpcli.nn.layers import Layer, named
 from bpcli.nn.losses import LOSSES
-from bpcli.nn.metrics import resolve_mode
 from bpcli.nn.model import Model, build_model, next_activation
 from bpcli.optim.optimizers import build_optimizer
+from bpcli.training.checkpoint import SUFFIX, Checkpoint, load_checkpoint
+from bpcli.training.run import as_config
 
 CONFIG_SUFFIXES = (".yaml", ".yml")
 
 
 @dataclass
 class Target:
-    """A resolved config and the model it builds; `checkpoint` is set when the input was one."""
+    """A config and the model it builds; `checkpoint` is set when the input was one."""
 
     kind: str                        # "config" or "checkpoint"
     path: str
-    cfg: dict
+    config: Config                   # or a resolved config dict, read into a Config
     input_dim: int
     model: Model
     checkpoint: Checkpoint | None = None
+
+    def __post_init__(self):
+        self.config = as_config(self.config)
 
 
 # -- reading the input ---------------------------------------------------------------------------
@@ -62,10 +65,11 @@ def load_target(path: str | Path, overrides=(), command: str = "inspect") -> Tar
             raise ConfigError(f"--set changes a config file, not a checkpoint's stored config ({p})")
         return _checkpoint_target(p, command)
     if p.suffix.lower() in CONFIG_SUFFIXES:
-        cfg = resolved_dict(load_config(p, overrides))
-        dim = input_dim(cfg)
-        model = build_model(cfg["model"]["layers"], dim, seed=cfg["training"]["seed"], dtype=cfg["model"]["dtype"])
-        return Target("config", str(path), cfg, dim, model)
+        config = load_config(p, overrides)
+        dim = input_dim(config)
+        model = build_model(resolved_dict(config)["model"]["layers"], dim, seed=config.training.seed,
+                            dtype=config.model.dtype)
+        return Target("config", str(path), config, dim, model)
     what = "no such file or folder" if not p.exists() else "neither a config nor a checkpoint"
     raise ConfigError(f"{p}: {what}; {accepted(command)}")
 
@@ -82,6 +86,7 @@ def _looks_like_safetensors(p: Path) -> bool:
 def _checkpoint_target(p: Path, command: str) -> Target:
     from bpcli.tools.inference import restore
     from bpcli.training.run import find_checkpoint
+    from bpcli.training.rundir import RunDir
 
     if p.is_dir() and not (p / "checkpoints").is_dir():
         runs = sorted(d.name for d in p.iterdir() if (d / "checkpoints").is_dir())
@@ -90,34 +95,34 @@ def _checkpoint_target(p: Path, command: str) -> Target:
         raise ConfigError(f"{p} is a folder but not a run directory (it has no checkpoints/ folder){inside}; "
                           f"{accepted(command)}")
     try:
-        checkpoint = find_checkpoint(p) if p.is_dir() else load_checkpoint(p)
+        checkpoint = find_checkpoint(RunDir(p)) if p.is_dir() else load_checkpoint(p)
     except CheckpointError as error:   # a file that is not a (complete) bpcli checkpoint: say what is accepted
         raise CheckpointError(f"{error}; {accepted(command)}") from None
     restored = restore(checkpoint)
-    return Target("checkpoint", str(checkpoint.path), restored.cfg, restored.model.input_dim, restored.model,
+    return Target("checkpoint", str(checkpoint.path), restored.config, restored.model.input_dim, restored.model,
                   checkpoint)
 
 
-def input_dim(cfg: dict) -> int:
+def input_dim(config: Config | dict) -> int:
     """The number of input features of the configured dataset, without loading it where that can be avoided.
 
     Images are flattened by preprocessing, so an (n, 28, 28) set has 784 inputs.
     A CSV or NPZ that cannot be read this way is loaded in full, whose error
     messages then say what is wrong with the file.
     """
-    data = cfg["data"]
-    name, options = data["dataset"], dict(data.get("options") or {})
+    config = as_config(config)
+    data, seed = config.data, config.training.seed
+    name, options = data.dataset, dict(data.options)
     entry = DATASETS.get(name)
     if isinstance(entry, IdxSource):
         return int(np.prod(entry.image_shape))
     if isinstance(entry, SyntheticSource):  # generated in well under a millisecond
-        return _features(load_synthetic(name, cfg["training"]["seed"], options).x_train.shape)
+        return _features(load_synthetic(name, seed, options).x_train.shape)
     suffix = Path(name).suffix.lower()
     cheap = _csv_features(name, options) if suffix == ".csv" else _npz_features(name) if suffix == ".npz" else None
     if cheap:
         return cheap
-    dataset = load_dataset(name, data_dir=data.get("data_dir"), mirrors=data.get("mirrors"), options=options,
-                           seed=cfg["training"]["seed"])
+    dataset = load_dataset(name, data_dir=data.data_dir, mirrors=data.mirrors, options=options, seed=seed)
     return _features(dataset.x_train.shape)
 
 
@@ -154,8 +159,8 @@ def _npz_features(path: str) -> int | None:
 
 def summarize(target: Target) -> dict:
     """Layers, parameter and memory totals, the config in brief and, for a checkpoint, its training history."""
-    model, cfg = target.model, target.cfg
-    batch = cfg["data"]["batch_size"]
+    model, config = target.model, target.config
+    batch = config.data.batch_size
     return {
         "source": target.path,
         "kind": target.kind,
@@ -165,9 +170,9 @@ def summarize(target: Target) -> dict:
         "layers": layer_rows(model, batch),
         "parameters": {"total": model.n_params, "trainable": model.n_params,
                        "buffers": sum(b.size for b in model.buffers.values())},
-        "memory": memory(model, cfg, target.checkpoint),
-        "config": config_summary(cfg, target.input_dim),
-        "training": training_summary(target.checkpoint) if target.checkpoint else None,
+        "memory": memory(model, config, target.checkpoint),
+        "config": config_summary(config, target.input_dim),
+        "training": training_summary(target.checkpoint, config) if target.checkpoint else None,
     }
 
 
@@ -193,10 +198,10 @@ def layer_params(layer: Layer) -> int:
 def feeds(layers: list[Layer], i: int) -> str:
     """The activation layer i's output goes through next (model.next_activation), with its options, or "none"."""
     activation = next_activation(layers, i)
-    return named(activation.name, activation.options()) if activation else "none"
+    return named(activation.activation_name, activation.options()) if activation else "none"
 
 
-def memory(model: Model, cfg: dict, checkpoint: Checkpoint | None) -> dict:
+def memory(model: Model, config: Config, checkpoint: Checkpoint | None) -> dict:
     """Bytes of the training-time arrays that scale with the parameter count, in the model's dtype.
 
     Parameters (theta) and gradients (dtheta) are one copy each; the optimizer
@@ -206,50 +211,51 @@ def memory(model: Model, cfg: dict, checkpoint: Checkpoint | None) -> dict:
     statistics are buffers. Activations, which scale with the batch, are not counted.
     """
     n, size = model.n_params, model.dtype.itemsize
-    state, source = _optimizer_state(model, cfg, checkpoint)
+    state, source = _optimizer_state(model, config, checkpoint)
     parts = {"parameters": n * size, "gradients": n * size, "optimizer_state": sum(state.values()),
              "optimizer_scratch": n * size,
              "buffers": sum(b.size for b in model.buffers.values()) * size}
     return {"dtype": str(model.dtype), "bytes_per_value": size, **parts, "total": sum(parts.values()),
-            "optimizer": cfg["optimizer"]["name"], "optimizer_state_arrays": state,
+            "optimizer": config.optimizer.name, "optimizer_state_arrays": state,
             "optimizer_state_copies": round(sum(state.values()) / (n * size), 3) if n else 0,
             "optimizer_state_source": source}
 
 
-def _optimizer_state(model: Model, cfg: dict, checkpoint: Checkpoint | None) -> tuple[dict[str, int], str]:
+def _optimizer_state(model: Model, config: Config, checkpoint: Checkpoint | None) -> tuple[dict[str, int], str]:
     """{state name: bytes} and where that came from."""
     stored = {k: int(v.size) * model.dtype.itemsize
               for k, v in sorted((checkpoint.group("optimizer") if checkpoint else {}).items()) if k != "step"}
     if stored:
         return stored, "the checkpoint's tensors"
-    options = {k: v for k, v in cfg["optimizer"].items() if k not in ("name", "lr")}
-    names = build_optimizer(cfg["optimizer"]["name"], **options).state_names
+    names = build_optimizer(config.optimizer.name, **optimizer_kwargs(config)).state_names
     return {k: model.n_params * model.dtype.itemsize for k in names}, "the optimizer's state_names"
 
 
-def config_summary(cfg: dict, dim: int) -> dict:
-    """The settings a reader asks about first: data, loss, optimizer, schedule, batch size, epochs."""
-    data, loss, optimizer, schedule = cfg["data"], cfg["loss"], cfg["optimizer"], cfg["schedule"]
+def config_summary(config: Config, dim: int) -> dict:
+    """The settings a reader asks about first: data, loss, optimizer, schedule, batch size, epochs (as JSON data)."""
+    data, training, early = config.data, config.training, config.training.early_stopping
+
+    def given(section) -> dict:
+        return section.model_dump(mode="json", exclude_none=True)
+
     return {
-        "dataset": data["dataset"], "dataset_options": data.get("options") or {}, "input_dim": dim,
-        "task": LOSSES[loss["name"]].kind,
-        "loss": {k: v for k, v in loss.items() if v is not None},
-        "optimizer": {k: v for k, v in optimizer.items() if v is not None},
-        "schedule": {k: v for k, v in schedule.items() if v is not None},
-        "batch_size": data["batch_size"], "epochs": cfg["training"]["epochs"], "seed": cfg["training"]["seed"],
-        "monitor": cfg["training"]["monitor"], "early_stopping": cfg["training"].get("early_stopping"),
+        "dataset": data.dataset, "dataset_options": dict(data.options), "input_dim": dim,
+        "task": LOSSES[config.loss.name].kind,
+        "loss": given(config.loss), "optimizer": given(config.optimizer), "schedule": given(config.schedule),
+        "batch_size": data.batch_size, "epochs": training.epochs, "seed": training.seed,
+        "monitor": training.monitor, "early_stopping": given(early) if early else None,
     }
 
 
-def training_summary(checkpoint: Checkpoint) -> dict:
+def training_summary(checkpoint: Checkpoint, config: Config) -> dict:
     """Epochs run, why training stopped and the best epoch's metrics, from the checkpoint's own history.
 
-    The best epoch is the monitor's (it also picks the best checkpoint and
-    early stopping's patience); a `best` checkpoint is written when that epoch ends, so its
-    history stops there even if the run went on.
+    `config` is the checkpoint's own. The best epoch is the monitor's (it also
+    picks the best checkpoint and early stopping's patience); a `best` checkpoint
+    is written when that epoch ends, so its history stops there even if the run went on.
     """
     meta, state = checkpoint.meta, checkpoint.meta["state"]
-    training, history = meta["config"]["training"], state["history"]
+    training, history = config.training, state["history"]
     # The monitor's state: in the training state, or (checkpoints from before the regroup) in EarlyStopping's.
     tracker = state.get("monitor") or meta["callbacks"].get("EarlyStopping", {})
     best_epoch = tracker.get("best_epoch") if isinstance(tracker.get("best_epoch"), int) else None
@@ -258,10 +264,10 @@ def training_summary(checkpoint: Checkpoint) -> dict:
         "checkpoint": meta["kind"],
         "epochs_run": state["epoch"],
         "batches_into_next_epoch": state["batch"],
-        "epochs_configured": training.get("epochs"),
-        "stop_reason": _stop_reason(meta, training.get("epochs")),
-        "monitor": training.get("monitor"),
-        "mode": resolve_mode(training.get("monitor", "val_loss"), training.get("mode", "auto")),
+        "epochs_configured": training.epochs,
+        "stop_reason": _stop_reason(meta, training.epochs),
+        "monitor": training.monitor,
+        "mode": training.monitor_mode,
         "best_epoch": best_epoch or None,
         "best_value": tracker.get("best"),
         "best_metrics": next((row for row in history if row.get("epoch") == best_epoch), None),

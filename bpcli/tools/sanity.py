@@ -1,6 +1,6 @@
 """Sanity checks before a long run (CS231n's), on the model, loss and data a config would train.
 
-    sanity_check(cfg, data_dir) -> [Check, ...]
+    sanity_check(config, data_dir) -> [Check, ...]
 
 1. initial loss: a freshly initialized network knows nothing, so its loss is
    about that of an all-zero output: ln C for softmax cross-entropy over C
@@ -17,7 +17,6 @@ values as text (for the table) and as numbers in `values` (for programs).
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ import numpy as np
 from bpcli.nn.losses import MAE, MSE, BinaryCrossEntropy, CrossEntropy, Huber, Loss
 from bpcli.nn.metrics import evaluate, predict_logits
 from bpcli.data.preprocessing import Prepared
-from bpcli.config.sections import Config, resolved_dict
+from bpcli.config.sections import Config
 from bpcli.training.run import as_config, prepare_data
 from bpcli.training.step import Clipping, Parts, build_parts, epoch_order, train_step
 
@@ -54,14 +53,15 @@ class Check:
 
 def sanity_check(config: Config | dict, data_dir: str | None = None, on_progress=None) -> list[Check]:
     """Load the data the run would train on (failing as `bpcli train` would) and run every check."""
+    config = as_config(config)
     return run_checks(config, prepare_data(config, data_dir, on_progress))
 
 
 def run_checks(config: Config | dict, data: Prepared) -> list[Check]:
-    """The checks read and vary the resolved config as data (each variant is validated again when built)."""
-    cfg = resolved_dict(as_config(config))
+    """Every check, on data already prepared for this config."""
+    config = as_config(config)
     with np.errstate(over="ignore", invalid="ignore"):  # a broken setup must fail its check, not warn
-        return [check_initial_loss(cfg, data), check_l2_penalty(cfg, data), check_overfit(cfg, data)]
+        return [check_initial_loss(config, data), check_l2_penalty(config, data), check_overfit(config, data)]
 
 
 # -- 1. initial loss ---------------------------------------------------------------------------
@@ -107,14 +107,14 @@ def initial_band(loss: Loss) -> tuple[float, float]:
     return (0.5, 1.5) if isinstance(loss, MAE) else (0.25, 2.25)
 
 
-def check_initial_loss(cfg: dict, data: Prepared) -> Check:
+def check_initial_loss(config: Config, data: Prepared) -> Check:
     """The loss of the config's freshly built model, in evaluation mode, against the zero-output loss.
 
     Evaluation mode, because dropout's 1/(1-rate) scaling adds noise to the logits
     (+25% on quickstart's first batch) that says nothing about the initialization.
     """
-    parts = fresh_parts(cfg, len(data.x_train), data.input_dim)
-    x, y = first_examples(cfg, data, INITIAL_EXAMPLES)
+    parts = fresh_parts(config, len(data.x_train), data.input_dim)
+    x, y = first_examples(config, data, INITIAL_EXAMPLES)
     outputs = predict_logits(parts.model, x)
     measured = parts.loss(outputs, y)[0]
     expected, formula = zero_output_loss(parts.loss, parts.model.output_dim, y)
@@ -133,19 +133,16 @@ def check_initial_loss(cfg: dict, data: Prepared) -> Check:
 
 # -- 2. l2 reaches the loss ----------------------------------------------------------------------
 
-def check_l2_penalty(cfg: dict, data: Prepared) -> Check:
+def check_l2_penalty(config: Config, data: Prepared) -> Check:
     """The first batch's total loss, as train_step computes it, must rise strictly with l2.
 
     Each value comes from a freshly built model (same seed: the same weights and
     dropout masks), so only the penalty differs between them; this follows loss.l2
     from the config through build_parts into the loss the optimizer descends.
     """
-    x, y = first_examples(cfg, data, min(cfg["data"]["batch_size"], len(data.x_train)))
-    totals = []
-    for lam in L2_VALUES:
-        changed = copy.deepcopy(cfg)
-        changed["loss"]["l2"] = lam
-        totals.append(train_step(fresh_parts(changed, len(x), data.input_dim), x, y, 0.0)[0])
+    x, y = first_examples(config, data, config.data.batch_size_for(len(data.x_train)))
+    totals = [train_step(fresh_parts(with_section(config, "loss", l2=lam), len(x), data.input_dim), x, y, 0.0)[0]
+              for lam in L2_VALUES]
     rising = all(math.isfinite(a) and a < b for a, b in pairwise(totals))
     return Check("l2 in the loss", rising, " → ".join(f"{total:.4g}" for total in totals),
                  f"rising (l2 {', '.join(f'{lam:g}' for lam in L2_VALUES)})",
@@ -155,21 +152,22 @@ def check_l2_penalty(cfg: dict, data: Prepared) -> Check:
 
 # -- 3. overfit a tiny subset ----------------------------------------------------------------------
 
-def without_regularization(cfg: dict) -> tuple[dict, list[str]]:
+def without_regularization(config: Config) -> tuple[Config, list[str]]:
     """The config with l1, l2, weight decay, label smoothing and dropout off, and which of them were on.
 
     CS231n overfits with regularization off: each of these keeps the training loss
     above zero on purpose (label smoothing by design: its minimum is the targets' entropy).
     """
-    plain, was_on = copy.deepcopy(cfg), []
+    plain, was_on = config, []
     for section, key in (("loss", "l1"), ("loss", "l2"), ("loss", "label_smoothing"), ("optimizer", "weight_decay")):
-        if plain[section].get(key):
-            was_on.append(f"{key} {plain[section][key]:g}")
-            plain[section][key] = 0.0
-    dropouts = [layer for layer in plain["model"]["layers"] if layer.get("type") == "dropout" and layer.get("rate")]
-    for layer in dropouts:
-        layer["rate"] = 0.0
-    return plain, was_on + (["dropout"] if dropouts else [])
+        value = getattr(getattr(config, section), key, None)   # not every loss or optimizer has every key
+        if value:
+            was_on.append(f"{key} {value:g}")
+            plain = with_section(plain, section, **{key: 0.0})
+    dropouts = {i for i, layer in enumerate(config.model.layers) if layer.type == "dropout" and layer.rate}
+    layers = [layer.model_copy(update={"rate": 0.0}) if i in dropouts else layer
+              for i, layer in enumerate(config.model.layers)]
+    return with_section(plain, "model", layers=layers), was_on + (["dropout"] if dropouts else [])
 
 
 def overfit_target(loss: Loss, y) -> tuple[float, str]:
@@ -187,15 +185,14 @@ def overfit_target(loss: Loss, y) -> tuple[float, str]:
     return share * baseline, f"{share:.0%} of the loss of predicting the mean ({baseline:.4g})"
 
 
-def train_epochs(parts: Parts, x, y, cfg: dict):
+def train_epochs(parts: Parts, x, y, config: Config):
     """Yield (epoch, steps, evaluation on (x, y)) after each epoch, batches ordered as the Trainer orders them.
 
     A constant lr (optimizer.lr), because the schedule is shaped for the full
     run's length; a non-finite loss yields a NaN evaluation and ends training.
     """
-    seed, lr, training = cfg["training"]["seed"], cfg["optimizer"]["lr"], cfg["training"]
-    clip = Clipping(training["clip_grad_norm"], training["clip_grad_value"])
-    batch, steps = min(cfg["data"]["batch_size"], len(x)), 0
+    seed, lr, clip = config.training.seed, config.optimizer.lr, Clipping.of(config)
+    batch, steps = config.data.batch_size_for(len(x)), 0
     for epoch in range(1, OVERFIT_EPOCHS + 1):
         order = epoch_order(seed, epoch - 1, len(x))
         for start in range(0, len(x), batch):
@@ -208,7 +205,7 @@ def train_epochs(parts: Parts, x, y, cfg: dict):
         yield epoch, steps, evaluate(parts.model, parts.loss, x, y)
 
 
-def fit_subset(parts: Parts, x, y, cfg: dict, target: float) -> tuple[dict, int, int, str]:
+def fit_subset(parts: Parts, x, y, config: Config, target: float) -> tuple[dict, int, int, str]:
     """Train until the loss is below target, diverges, stalls or the epochs run out: (result, epochs, steps, why).
 
     Stalled: the best loss fell by less than 0.1% in 50 epochs (slow plateaus, as
@@ -216,7 +213,7 @@ def fit_subset(parts: Parts, x, y, cfg: dict, target: float) -> tuple[dict, int,
     epochs rather than 500.
     """
     best = []
-    for epoch, steps, result in train_epochs(parts, x, y, cfg):
+    for epoch, steps, result in train_epochs(parts, x, y, config):
         loss = result["loss"]
         best.append(min(loss, best[-1]) if best else loss)
         if not math.isfinite(loss):
@@ -228,18 +225,18 @@ def fit_subset(parts: Parts, x, y, cfg: dict, target: float) -> tuple[dict, int,
     return result, epoch, steps, f"not reached in {OVERFIT_EPOCHS} epochs"
 
 
-def check_overfit(cfg: dict, data: Prepared) -> Check:
+def check_overfit(config: Config, data: Prepared) -> Check:
     """The config's model and optimizer must drive the loss on 100 training examples to near zero."""
     started = time.perf_counter()
-    plain, turned_off = without_regularization(cfg)
-    x, y = first_examples(cfg, data, OVERFIT_EXAMPLES)
+    plain, turned_off = without_regularization(config)
+    x, y = first_examples(config, data, OVERFIT_EXAMPLES)
     parts = fresh_parts(plain, len(x), data.input_dim)
     target, goal = overfit_target(parts.loss, y)
-    result, epochs, steps, why = fit_subset(parts, x, y, cfg, target)
+    result, epochs, steps, why = fit_subset(parts, x, y, config, target)
     score = f"R² {result['r2']:.3f}" if "r2" in result else f"accuracy {result.get('accuracy', math.nan):.0%}"
-    batch = min(cfg["data"]["batch_size"], len(x))
+    batch = config.data.batch_size_for(len(x))
     note = (f"{'stopped: ' + why + '. ' if why != 'reached' else ''}{len(x)} training examples, {epochs} epochs "
-            f"({steps} steps of batch {batch}) at a constant lr {cfg['optimizer']['lr']:g}; goal: {goal}; "
+            f"({steps} steps of batch {batch}) at a constant lr {config.optimizer.lr:g}; goal: {goal}; "
             f"turned off: {', '.join(turned_off) or 'nothing (none was on)'}")
     values = {"loss": result["loss"], "accuracy": result.get("accuracy"), "epochs": epochs, "steps": steps,
               "target": target, "stopped": why, "seconds": time.perf_counter() - started}
@@ -249,17 +246,21 @@ def check_overfit(cfg: dict, data: Prepared) -> Check:
 
 # -- shared ------------------------------------------------------------------------------------------
 
-def fresh_parts(cfg: dict, n_train: int, input_dim: int) -> Parts:
+def fresh_parts(config: Config, n_train: int, input_dim: int) -> Parts:
     """Model, loss, penalties and optimizer exactly as a run of this config starts them."""
-    config = as_config(cfg)
     return build_parts(config, input_dim, config.data.steps_per_epoch(n_train))
+
+
+def with_section(config: Config, section: str, **changes) -> Config:
+    """A copy of the config with some keys of one section changed (not validated again: the values are in range)."""
+    return config.model_copy(update={section: getattr(config, section).model_copy(update=changes)})
 
 
 def rms(a) -> float:
     return float(np.sqrt(np.mean(np.square(a, dtype=np.float64))))
 
 
-def first_examples(cfg: dict, data: Prepared, n: int):
+def first_examples(config: Config, data: Prepared, n: int):
     """The first n examples training would visit: epoch 0's order, drawn from the seed (a mix of classes)."""
-    idx = epoch_order(cfg["training"]["seed"], 0, len(data.x_train))[:n]
+    idx = epoch_order(config.training.seed, 0, len(data.x_train))[:n]
     return data.x_train[idx], data.y_train[idx]

@@ -1,6 +1,6 @@
 """Where a batch's time goes: per-layer forward and backward, the loss, the update, and the bare GEMMs.
 
-    time_config(cfg, data) -> report      what `bpcli time CONFIG` prints (as `caffe time` does)
+    time_config(config, x, y, n_train) -> report    what `bpcli time CONFIG` prints (as `caffe time` does)
     BareGemms(sizes, batch, n).epoch()    seconds for just the matrix multiplies of one epoch
 
 An MLP epoch is mostly matrix multiplies; everything else (bias adds,
@@ -11,12 +11,11 @@ left: 1.0 would be the speed of BLAS alone.
 
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np
 
-from bpcli.nn.layers import Dense
+from bpcli.config.sections import Config
 from bpcli.nn.model import Model
 
 
@@ -51,9 +50,13 @@ class BareGemms:
         return time.perf_counter() - started
 
 
-def dense_sizes(model: Model) -> list[int]:
-    """[input, units of each dense layer]: the shapes the GEMMs run on."""
-    return [model.input_dim] + [layer.units for layer in model.layers if isinstance(layer, Dense)]
+def gemm_sizes(model: Model) -> list[int]:
+    """[input, fan_out of each weight matrix]: the shapes the GEMMs run on.
+
+    A layer multiplies by a matrix where it has a 2-D parameter, shaped (fan_in, fan_out) as dense's weight.
+    """
+    fan_outs = [shape[1] for layer in model.layers for shape in layer.param_shapes().values() if len(shape) == 2]
+    return [model.input_dim, *fan_outs]
 
 
 def _median_ms(fn, repeats: int) -> float:
@@ -76,26 +79,25 @@ def time_layers(model: Model, x: np.ndarray, repeats: int) -> list[dict]:
         # a fresh copy of the input each time: layers that work in place overwrite it
         forward = _median_ms(lambda: layer.forward(np.array(x_in, copy=True), True), repeats)  # noqa: B023
         backward = _median_ms(lambda: layer.backward(np.array(dy, copy=True)), repeats)  # noqa: B023
-        rows.append({"layer": i, "type": getattr(layer, "name", type(layer).__name__.lower()),
+        rows.append({"layer": i, "type": layer.activation_name or type(layer).__name__.lower(),
                      "output": list(inputs[i + 1].shape), "forward_ms": forward, "backward_ms": backward})
     return rows
 
 
-def time_config(parts, x_train: np.ndarray, y_train: np.ndarray, batch_size: int, n_train: int,
-                repeats: int = 20) -> dict:
+def time_config(config: Config, x_train: np.ndarray, y_train: np.ndarray, n_train: int, repeats: int = 20) -> dict:
     """Per-layer times, and a whole batch (forward, loss, backward, update) against its bare GEMMs.
 
-    x_train needs only one batch of rows; n_train is the size of the training set an epoch covers.
+    The parts are built as a run of the config builds them. x_train needs only
+    one batch of rows; n_train is the size of the training set an epoch covers.
     """
-    from bpcli.training.step import train_step
+    from bpcli.training.step import build_parts, train_step
 
-    model, n = parts.model, n_train
-    batch = min(batch_size, n, len(x_train))
+    batch, batches = config.data.batch_size_for(n_train), config.data.steps_per_epoch(n_train)
+    parts = build_parts(config, x_train.shape[1], batches)
     x, y = x_train[:batch], y_train[:batch]
-    layers = time_layers(model, x, repeats)
+    layers = time_layers(parts.model, x, repeats)
     step = _median_ms(lambda: train_step(parts, x, y, 1e-9), repeats)
-    gemm_batch = _median_ms(BareGemms(dense_sizes(model), batch, batch).epoch, repeats)  # one batch's GEMMs
-    batches = math.ceil(n / batch)
+    gemm_batch = _median_ms(BareGemms(gemm_sizes(parts.model), batch, batch).epoch, repeats)  # one batch's GEMMs
     return {"batch_size": batch, "layers": layers, "batch_ms": step, "samples_per_second": batch / step * 1e3,
             "epoch_s": step * batches / 1e3, "bare_gemm_epoch_s": gemm_batch * batches / 1e3,
-            "ratio": step / gemm_batch, "batches_per_epoch": batches, "n_train": n}
+            "ratio": step / gemm_batch, "batches_per_epoch": batches, "n_train": n_train}

@@ -28,13 +28,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bpcli.nn.activations import ReLU
 from bpcli.fileio import append_text, read_log_rows, write_file
+from bpcli.optim.clipping import global_norm
 from bpcli.training.advice import warnings_for
 from bpcli.training.callbacks import Callback, csv_rows, jsonl_rows
 from bpcli.training.rundir import RunDir
-from bpcli.nn.layers import ActivationLayer, Dropout
-from bpcli.optim.clipping import global_norm
 
 COLUMNS = ["epoch", "layer", "type", "activation", "units", "weight_norm", "grad_norm", "update_ratio",
            "act_mean", "act_std", "dead_fraction", "saturated_fraction"]
@@ -61,17 +59,14 @@ class Tap:
 
 def taps_of(model) -> list[Tap]:
     """A tap per layer with parameters; its output is the last layer before the next one's, dropout aside."""
-    taps, offset = [], 0
-    with_params = [i for i, layer in enumerate(model.layers) if layer.params]
-    for n, i in enumerate(with_params):
-        layer = model.layers[i]
-        size = sum(p.size for p in layer.params.values())
-        end = with_params[n + 1] if n + 1 < len(with_params) else len(model.layers)
-        output = max(j for j in range(i, end) if not isinstance(model.layers[j], Dropout))
-        activations = [model.layers[j].name for j in range(i + 1, end) if isinstance(model.layers[j], ActivationLayer)]
-        units = getattr(layer, "units", None) or getattr(layer, "dim", 0)
-        taps.append(Tap(f"layers.{i}", type(layer).__name__.lower(), activations[-1] if activations else None,
-                        units, offset, offset + size, output))
+    taps, offset, layers = [], 0, model.layers
+    with_params = [i for i, layer in enumerate(layers) if layer.params]
+    for i, end in zip(with_params, [*with_params[1:], len(layers)]):
+        size = sum(p.size for p in layers[i].params.values())
+        output = max(j for j in range(i, end) if not layers[j].training_noise)
+        activations = [layers[j].activation_name for j in range(i + 1, end) if layers[j].activation_name]
+        taps.append(Tap(f"layers.{i}", type(layers[i]).__name__.lower(), activations[-1] if activations else None,
+                        model.widths[i], offset, offset + size, output))
         offset += size
     return taps
 
@@ -127,15 +122,13 @@ class LayerDiagnostics(Callback):
         self._bind_mortal()
 
     def _bind_mortal(self) -> None:
-        """(alive, layer, has_mask) per tap whose units can die: the per-batch loop does nothing else.
+        """(alive, output layer) per tap whose units can die: the per-batch loop does nothing else.
 
-        An in-place ReLU keeps its mask z > 0 for backward, and reducing those
-        bytes costs a third of reducing the float outputs; otherwise a > 0
-        exactly where z > 0 for every activation in CAN_DIE.
+        model.active_units reduces an in-place ReLU's own mask z > 0 (a third of
+        the bytes of its outputs); otherwise a > 0 exactly where z > 0 for every
+        activation in CAN_DIE.
         """
-        layers = [self.model.layers[t.output] for t in self.taps]
-        self.mortal = [(alive, layer, layer.inplace and isinstance(layer.activation, ReLU))
-                       for alive, layer in zip(self.alive, layers) if alive is not None]
+        self.mortal = [(alive, t.output) for alive, t in zip(self.alive, self.taps) if alive is not None]
 
     def samples_batch(self, batch: int) -> bool:
         """Whether this batch of the epoch is one of the measured ones (evenly spread, the same on resume)."""
@@ -153,8 +146,8 @@ class LayerDiagnostics(Callback):
 
     def after_batch(self, sampled: bool) -> None:
         """Every batch: which units were active. Sampled batches: update ratios and activation statistics."""
-        for alive, layer, has_mask in self.mortal:
-            alive |= layer.activation.mask.any(axis=0) if has_mask else layer.output.max(axis=0) > 0
+        for alive, output in self.mortal:
+            alive |= self.model.active_units(output)
         if sampled:
             self._record_update()
             self._record_activations()
@@ -167,7 +160,7 @@ class LayerDiagnostics(Callback):
 
     def _record_activations(self) -> None:
         for k, tap in enumerate(self.taps):
-            a = self.model.layers[tap.output].output
+            a = self.model.layer_output(tap.output)
             mean, mean_square = moments(a)
             self.sums["act_mean"][k] += mean
             self.sums["act_std"][k] += math.sqrt(max(mean_square - mean * mean, 0.0))
