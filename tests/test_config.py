@@ -377,8 +377,11 @@ def test_load_config_names_the_file(tmp_path):
         load_config(path)
     assert str(caught.value) == (f"{path}: 1 problem in the config:\n"
                                  f"  {path}:5:8 data.batch_size: must be an integer >= 1 (got 0)")
-    with pytest.raises(ConfigError, match=r"missing\.yaml: cannot read the config: No such file or directory"):
+    with pytest.raises(ConfigError, match=r"missing\.yaml: no such config file, and no shipped config of that name"):
         load_config(tmp_path / "missing.yaml")
+    (tmp_path / "folder.yaml").mkdir()
+    with pytest.raises(ConfigError, match=r"folder\.yaml: cannot read the config: Is a directory"):
+        load_config(tmp_path / "folder.yaml")
 
 
 # -- rules across keys --------------------------------------------------------------------------

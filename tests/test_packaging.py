@@ -27,3 +27,10 @@ def test_shipped_dataset_files_match_package_data_globs():
 
 def test_the_top_level_datasets_folder_is_the_shipped_one():
     assert (ROOT / "datasets").resolve() == (ROOT / "bpcli" / "datasets").resolve()
+
+
+def test_shipped_configs_match_package_data_globs():
+    globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["bpcli"]
+    shipped = [p for p in (ROOT / "bpcli" / "configs").rglob("*") if p.is_file()]
+    assert shipped and all(any(p.relative_to(ROOT / "bpcli").match(g) for g in globs) for p in shipped)
+    assert (ROOT / "configs").resolve() == (ROOT / "bpcli" / "configs").resolve()

@@ -1,4 +1,5 @@
-"""`bpcli config show|validate|schema`: a config with its defaults, a check of it, and its schema.
+"""`bpcli config show|validate|schema|list|new`: a config with its defaults, a check of it, its schema,
+and the configs that ship with bpcli.
 
 `schema --markdown` prints the key reference tables of docs/config.md, generated
 from the same declarations that validate configs, so the doc cannot fall behind
@@ -13,7 +14,8 @@ import typer
 
 from bpcli.cli.common import print_json, user_errors
 
-app = typer.Typer(help="Show, validate and describe config files.", no_args_is_help=True)
+app = typer.Typer(help="Show, validate and describe config files; list and copy out the shipped ones.",
+                  no_args_is_help=True)
 
 CONFIG = typer.Argument(..., help="A YAML config file.")
 SET = typer.Option(None, "--set", metavar="KEY.PATH=VALUE",
@@ -65,3 +67,47 @@ def schema(markdown: bool = typer.Option(False, "--markdown",
         typer.echo(reference_markdown(), nl=False)
     else:
         print_json(config_json_schema())
+
+
+@app.command("list")
+@user_errors
+def list_() -> None:
+    """The configs that ship with bpcli, by name, each with the first line of its header.
+
+    Any of them can be trained by name from any folder (bpcli train quickstart) or copied out to
+    edit (bpcli config new quickstart).
+
+    Example: bpcli config list
+    """
+    from bpcli.config.shipped import shipped_configs, summary_line
+
+    configs = shipped_configs()
+    width = max(map(len, configs))
+    for name, path in configs.items():
+        typer.echo(f"{name:<{width}}  {summary_line(path)}")
+
+
+@app.command()
+@user_errors
+def new(name: str = typer.Argument(..., help="A shipped config (bpcli config list)."),
+        output: Optional[str] = typer.Option(None, "--output", "-o",
+                                             help="Where to write it; default: NAME.yaml here.")) -> None:
+    """Copy a shipped config out, with its comments, to edit and train; an existing file is never replaced.
+
+    Example: bpcli config new quickstart -o mnist-small.yaml
+    """
+    from pathlib import Path
+
+    from bpcli.config.shipped import find_shipped, shipped_configs
+    from bpcli.errors import ConfigError
+    from bpcli.fileio import write_file
+
+    source = find_shipped(name)
+    if source is None:
+        raise ConfigError(f"no shipped config named {name!r}; they are: {', '.join(shipped_configs())}")
+    target = Path(output or f"{Path(name).name.removesuffix('.yaml')}.yaml")
+    if target.exists():
+        raise ConfigError(f"{target} already exists; choose another name with --output (nothing was written)")
+    write_file(target, source.read_bytes(), "config")
+    typer.echo(f"wrote {target} (from the shipped {name}); train it with: bpcli train {target}")
+

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from bpcli.config.messages import located, problem, show
 from bpcli.config.sections import SECTIONS, Config
+from bpcli.config.shipped import find_shipped, shipped_configs
 from bpcli.config.yamlio import Document, format_path, parse_yaml, problems_error, read_yaml_file
 from bpcli.errors import ConfigError
 from bpcli.nn.losses import LOSSES
@@ -35,8 +36,25 @@ from bpcli.optim.schedules import SCHEDULES
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
-    """Read and validate a config file; raise one ConfigError listing every problem."""
+    """Read and validate a config file; raise one ConfigError listing every problem.
+
+    A path that names no file but a shipped config ("quickstart", "configs/xor.yaml") reads that one,
+    so the shipped configs work from any folder, also with bpcli installed from a wheel.
+    """
+    path = config_path(path)
     return _validated(read_yaml_file(path), str(path), overrides)
+
+
+def config_path(path: str | Path) -> Path:
+    """The file itself if it exists, else the shipped config of that name; else a ConfigError saying so."""
+    path = Path(path)
+    if path.exists():
+        return path
+    shipped = find_shipped(path)
+    if shipped is None:
+        raise ConfigError(f"{path}: no such config file, and no shipped config of that name (bpcli config list "
+                          f"shows them: {', '.join(shipped_configs())})")
+    return shipped
 
 
 def parse_config_text(text: str, name: str = "<config>", overrides: Sequence[str] = ()) -> Config:
