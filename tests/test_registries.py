@@ -166,7 +166,7 @@ check("layer_json_schema", lambda: [sorted(schema["$defs"]["ModelSection"]["prop
                                     schema["$defs"]["ScaleLayer"]["properties"]["start"]])
 check("layer_gradcheck", lambda: [[r.parameter, r.checked, r.passed] for r in check_all()
                                   if r.component == "layer scale"])
-check("explain", lambda: render(explain(load_target(config_file("explain")).cfg, 2)))
+check("explain", lambda: render(explain(load_target(config_file("explain")).config, 2)))
 check("inspect", lambda: summarize(load_target(config_file("inspect")))["layers"][0])
 check("optimizer_json_schema", lambda: schema["properties"]["optimizer"]["properties"]["name"]["enum"])
 check("optimizer_refused", lambda: refused(PLAIN.replace("sign_sgd, lr", "sign_sgd, momentum: 0.9, lr")))

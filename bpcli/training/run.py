@@ -138,17 +138,18 @@ def train_run(config: Config | dict, config_name: str, *, data_dir: str | None =
                               f"(hash {checkpoint.meta.get('val_hash')} vs {data.val_hash}): different data?")
     run, lock = open_run(run, config, config_name, config_text, on_warning)
     try:
-        return _train(config, data, run, checkpoint, start, force, callbacks, stop, on_warning)
+        return _train(config, data, run, checkpoint, start, force, callbacks, stop, on_warning, config_text)
     finally:
         RunDir.unlock(lock)
 
 
 def _train(config: Config, data: Prepared, run: RunDir, checkpoint: Checkpoint | None, start: Checkpoint | None,
-           force: bool, callbacks, stop, on_warning) -> dict:
+           force: bool, callbacks, stop, on_warning, config_text: str) -> dict:
     """Build the trainer, bring it to where the run stood, train, and write the summary however it ends."""
     trainer = build_trainer(config, data, run, callbacks, stop, on_warning)
     if checkpoint:
         resume_trainer(trainer, checkpoint, force)
+    write_file(run.config, config_text, "config")   # a resumed run's, once its checkpoint was accepted
     if start:
         start_from_weights(trainer, start)
     if trainer.finished():   # a finished run resumed: nothing to train, only what is missing to repair
@@ -169,8 +170,8 @@ def _train(config: Config, data: Prepared, run: RunDir, checkpoint: Checkpoint |
 
 def open_run(run: RunDir | None, config: Config, config_name: str, config_text: str,
              on_warning=None) -> tuple[RunDir, int]:
-    """(run directory, its lock): the resumed one (its config.yaml brought up to date, orphaned temporary
-    files removed), or a new one. The lock is held until the caller releases it or the process ends."""
+    """(run directory, its lock): the resumed one (orphaned temporary files removed), or a new one (its
+    config.yaml in). The lock is held until the caller releases it or the process ends."""
     if run is None:
         run = RunDir.create(config.output.dir, config.output.name, Path(config_name).stem, config_text)
         return run, run.lock()
@@ -178,7 +179,6 @@ def open_run(run: RunDir | None, config: Config, config_name: str, config_text: 
     for orphan in run.remove_orphans():  # left by a killed run
         if on_warning:
             on_warning(f"removed {orphan}, a partial file left by an interrupted write")
-    write_file(run.config, config_text, "config")
     return run, lock
 
 
