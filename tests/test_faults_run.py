@@ -316,7 +316,13 @@ def comparable(run: Path) -> dict:
         if path.name == "last.prev.safetensors":   # the backup of `last`: which epoch it holds is the clock's
             continue
         checkpoint = load_checkpoint(path)
-        seen[path.name] = (checkpoint.tensors, checkpoint.meta["state"]["epoch"])
+        if path.name == "best.safetensors":
+            # Its weights and epoch are the best epoch's; the optimizer state beside them is that of the
+            # moment it was written (at most once a second), which the clock decides: not compared.
+            weights = {k: v for k, v in checkpoint.tensors.items() if k.startswith(("layers.", "preprocess."))}
+            seen[path.name] = (weights, monitor_state(checkpoint.meta)["best_epoch"])
+        else:
+            seen[path.name] = (checkpoint.tensors, checkpoint.meta["state"]["epoch"])
     return seen
 
 

@@ -202,7 +202,7 @@ def test_bad_input_names_the_file_and_what_inspect_accepts(tmp_path):
     broken = runner.invoke(app, ["inspect", str(tmp_path / "x.safetensors")])
     assert broken.exit_code == 5 and "x.safetensors" in broken.output and expected in broken.output
     missing = runner.invoke(app, ["inspect", str(tmp_path / "nope.yaml")])
-    assert missing.exit_code == 2 and "nope.yaml: cannot read the config" in missing.output
+    assert missing.exit_code == 2 and "nope.yaml: no such config file, and no shipped config of that name" in missing.output
 
 
 # -- explain -----------------------------------------------------------------------------------------
