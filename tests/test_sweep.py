@@ -68,11 +68,12 @@ def refused(folder, text: str) -> str:
 def test_a_sweep_file_resolves_every_default(folder):
     sweep = load_sweep(write(folder, SWEEP))
     assert sweep.resolved() == {
-        "base": str(folder / "base.yaml"), "metric": "val_accuracy", "direction": "maximize", "trials": 12,
+        "base": str(folder / "base.yaml"), "metric": "val_accuracy", "trials": 12,
         "sampler": "random", "seed": 1, "pruner": {"name": "none"},
         "space": {"optimizer.lr": {"loguniform": [1.0e-3, 1.0]}, "model.layers.0.units": {"int": [4, 32]},
                   "optimizer.momentum": {"choice": [0.0, 0.5, 0.9]}},
         "set": {"training.epochs": 3}, "name": "sweep", "output_dir": "sweeps"}
+    assert sweep.direction == "maximize"
     assert sweep.base_config.training.epochs == 3 and sweep.base_config.training.monitor == "val_accuracy"
 
 
@@ -147,11 +148,16 @@ def test_keys_that_are_not_in_the_config_schema_are_refused_with_a_suggestion(fo
         "'optimizer.momentum'?\n")
 
 
-def test_an_option_of_another_variant_is_a_key_of_the_schema(folder):
-    """beta1 is adam's: with optimizer.name searched, it is a key some trials take (the others are refused)."""
-    sweep = load_sweep(write(folder, SWEEP.replace("optimizer.momentum: {choice: [0.0, 0.5, 0.9]}",
-                                                   "optimizer.beta1: {uniform: [0.8, 0.99]}")))
+def test_an_option_of_another_variant_needs_that_variant_searched(folder):
+    """beta1 is adam's: with optimizer.name searched, some trials take it (the others are refused);
+    with the base's sgd fixed, none could."""
+    beta1 = SWEEP.replace("optimizer.momentum: {choice: [0.0, 0.5, 0.9]}", "optimizer.beta1: {uniform: [0.8, 0.99]}")
+    sweep = load_sweep(write(folder, beta1 + "  optimizer.name: {choice: [sgd, adam]}\n"))
     assert "optimizer.beta1" in sweep.space
+    output = refused(folder, beta1)
+    assert output == ("error: sweep.yaml: 1 problem in the sweep file:\n  sweep.yaml:9:3 space.optimizer.beta1: unknown "
+                      "key; allowed: lr, momentum, name, nesterov, weight_decay. No trial can take it: the base's "
+                      "variant here is fixed (search its name or type too)\n")
 
 
 def test_values_the_config_refuses_are_named_at_their_item(folder):
@@ -300,3 +306,13 @@ def test_training_and_the_other_commands_never_import_the_engines():
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'optuna', 'distributed', 'dask'}))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "[]", result.stderr
+
+
+@pytest.mark.parametrize("document, after", [("README.md", "## Sweeps"), ("docs/sweeps.md", "## The sweep file")])
+def test_the_documented_sweep_files_are_valid(document, after, tmp_path, monkeypatch):
+    root = Path(__file__).resolve().parent.parent
+    text = (root / document).read_text()
+    example = text[text.index(after):].split("```yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "example.yaml").write_text(example)
+    monkeypatch.chdir(root)   # the examples name their base from the checkout's root
+    assert load_sweep(tmp_path / "example.yaml").trials == 20

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -46,7 +47,7 @@ base: base.yaml
 metric: val_accuracy
 trials: 12
 sampler: random
-seed: 1
+seed: 3
 pruner: {name: median, min_epochs: 2, startup_trials: 2}
 space:
   optimizer.lr: {loguniform: [1.0e-3, 1.0]}
@@ -81,14 +82,16 @@ def test_every_trial_is_recorded_once_with_params_from_the_space(swept):
     with open(sweep_dir / "trials.csv") as f:
         table = list(csv.DictReader(f))
     assert [int(r["number"]) for r in table] == list(range(12))
-    assert list(table[0])[:9] == ["number", "state", "value", "best_epoch", "epochs_run", "seconds", "worker",
-                                  "error", "optimizer.lr"]
+    assert list(table[0]) == ["number", "state", "value", "best_epoch", "epochs_run", "seconds", "training_seconds",
+                              "worker", "error", "optimizer.lr", "model.layers.0.units", "optimizer.momentum",
+                              "loss.l2"]
     for t in trials:
         p = t["params"]
         assert 1e-3 <= p["optimizer.lr"] <= 1 and 4 <= p["model.layers.0.units"] <= 32
         assert p["optimizer.momentum"] in (0.0, 0.5, 0.9) and p["loss.l2"] in (0.0, 1e-4, 1e5)
     assert summary["trials"] == {"requested": 12, **{s: sum(t["state"] == s for t in trials)
-                                                     for s in ("complete", "pruned", "fail")}}
+                                                     for s in ("complete", "pruned", "fail", "interrupted")}}
+    assert summary["finished"] and summary["trials"]["interrupted"] == 0
 
 
 def test_a_seeded_random_sampler_draws_what_the_dry_run_showed(swept, monkeypatch):
@@ -123,7 +126,7 @@ def test_each_trial_is_an_ordinary_run_directory_seeded_from_the_sweep(swept, tm
                                                "summary.json", "checkpoints"}
     assert not (run / ".lock").exists()
     config = yaml.safe_load((run / "config.yaml").read_text())
-    assert config["training"]["seed"] == trial_seed(1, trial["number"])
+    assert config["training"]["seed"] == trial_seed(3, trial["number"])
     assert config["output"] == {"dir": "runs", "name": None}   # not the worker's temporary folder
     assert config["optimizer"]["lr"] == trial["params"]["optimizer.lr"]
     result = CliRunner().invoke(app, ["eval", str(run / "checkpoints" / "best.safetensors"), "--json"])
@@ -146,7 +149,7 @@ def test_the_study_is_kept_in_the_sweep_directory(swept):
     import optuna
 
     folder, sweep_dir, summary, _ = swept
-    assert folder / summary["storage"] == sweep_dir / "study.journal"
+    assert summary["storage"] == {"kind": "journal", "where": str(Path(summary["sweep_dir"]) / "study.journal")}
     study = optuna.load_study(study_name=sweep_dir.name, storage=journal_storage(sweep_dir / "study.journal"))
     states = {t.number: t.state.name.lower() for t in study.trials}
     assert states == {t["number"]: t["state"] for t in rows(sweep_dir)}
@@ -156,8 +159,8 @@ def test_the_study_is_kept_in_the_sweep_directory(swept):
 
 
 def test_a_grid_on_a_running_cluster_loopback_one_blas_thread_and_one_worker(tmp_path, monkeypatch):
-    """A cluster the test starts, joined by address as a remote one is: the study lives on its scheduler
-    (copied into the sweep directory at the end) and the run directories come back through Dask."""
+    """A cluster the test starts, joined by address as a remote one is, with the study in SQLite
+    (--storage); the run directories come back through Dask."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "base.yaml").write_text(BASE)
     (tmp_path / "grid.yaml").write_text(textwrap.dedent("""\
@@ -176,8 +179,9 @@ def test_a_grid_on_a_running_cluster_loopback_one_blas_thread_and_one_worker(tmp
         blas = cluster.client.run(lambda: {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                                                           "MKL_NUM_THREADS")})
         assert list(blas.values()) == [{"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}]
-        summary = run_sweep(sweep, address=cluster.address)
+        summary = run_sweep(sweep, address=cluster.address, storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     sweep_dir = Path(summary["sweep_dir"])
+    assert summary["storage"] == {"kind": "url", "where": f"sqlite:///{tmp_path / 'optuna.db'}"}
     trials = rows(sweep_dir)
     assert [t["params"] for t in trials] == [s["params"] for s in preview(sweep, 4)]
     assert len({tuple(t["params"].values()) for t in trials}) == 4 and summary["cluster"] == cluster.address
@@ -185,5 +189,67 @@ def test_a_grid_on_a_running_cluster_loopback_one_blas_thread_and_one_worker(tmp
                for t in trials)
     import optuna
 
-    copied = optuna.load_study(study_name=sweep_dir.name, storage=journal_storage(sweep_dir / "study.journal"))
-    assert [t.state.name for t in copied.trials] == ["COMPLETE"] * 4
+    study = optuna.load_study(study_name=sweep_dir.name, storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4 and not (sweep_dir / "study.journal").exists()
+
+
+@pytest.fixture
+def dask_processes(tmp_path):
+    """A `dask scheduler` and two `dask worker` processes on 127.0.0.1, started as a user would; the
+    workers' temporary folder is one of their own. Yields (scheduler address, the workers' TMPDIR)."""
+    import distributed
+
+    dask = str(Path(sys.executable).with_name("dask"))
+    scheduler_file, worker_tmp = tmp_path / "scheduler.json", tmp_path / "worker-tmp"
+    worker_tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(worker_tmp), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    processes = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                                   "--scheduler-file", str(scheduler_file)], **quiet)]
+    try:
+        for name in ("a", "b"):
+            processes.append(subprocess.Popen(
+                [dask, "worker", "--scheduler-file", str(scheduler_file), "--host", "127.0.0.1", "--nthreads", "1",
+                 "--no-dashboard", "--name", name, "--local-directory", str(worker_tmp / name)],
+                env=env, cwd=worker_tmp, **quiet))
+        for _ in range(300):
+            if scheduler_file.exists():
+                break
+            time.sleep(0.1)
+        with distributed.Client(scheduler_file=str(scheduler_file), timeout=30) as client:
+            client.wait_for_workers(2, timeout=60)
+            address = client.scheduler.address
+        yield address, worker_tmp
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def test_separate_dask_processes_send_the_run_directories_back(tmp_path, dask_processes):
+    """The workers share no folder with the sweep: each trial trains in the workers' own temporary folder
+    (left clean), and its run directory arrives in the sweep directory through Dask."""
+    address, worker_tmp = dask_processes
+    driver = tmp_path / "driver"
+    driver.mkdir()
+    (driver / "base.yaml").write_text(BASE)
+    (driver / "sweep.yaml").write_text(SWEEP.replace("trials: 12", "trials: 4").replace("seed: 3", "seed: 5")
+                                       .replace("  loss.l2: {choice: [0.0, 1.0e-4, 1.0e+5]}\n", "")
+                                       .replace("{choice: [0.0, 0.5, 0.9]}", "{choice: [0.5, 0.9]}"))
+    result = subprocess.run([sys.executable, "-m", "bpcli", "sweep", "sweep.yaml", "--cluster", address, "--json"],
+                            cwd=driver, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    sweep_dir = driver / summary["sweep_dir"]
+    trials = rows(sweep_dir)
+    assert [t["number"] for t in trials] == [0, 1, 2, 3] and summary["cluster"] == address
+    assert len({t["worker"] for t in trials}) == 2 and all(t["state"] in ("complete", "pruned") for t in trials)
+    for t in trials:
+        run = sweep_dir / "trials" / str(t["number"])
+        assert (run / "checkpoints" / "best.safetensors").is_file() and (run / "metrics.csv").is_file()
+    assert not list(worker_tmp.glob("bpcli-trial-*"))   # the workers' folders were removed
+    assert (sweep_dir / "study.journal").is_file() and (sweep_dir / "best.yaml").is_file()

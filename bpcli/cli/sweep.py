@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -14,8 +14,9 @@ PREVIEW = 3   # sampled configs --dry-run shows
 
 @user_errors
 def sweep(
-    sweep_file: str = typer.Argument(..., metavar="SWEEP.yaml", help="Sweep file: a base config and a search "
-                                     "space (see configs/sweeps/ and docs/sweeps.md)."),
+    target: Optional[List[str]] = typer.Argument(None, metavar="SWEEP.yaml | show SWEEP_DIR",
+                                                 help="A sweep file (see configs/sweeps/ and docs/sweeps.md), or "
+                                                      "'show' and a sweep directory to print its best trials."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Worker processes on this machine "
                                           "(default: one per core)."),
     cluster: Optional[str] = typer.Option(None, "--cluster", metavar="ADDRESS", help="Run the trials on a running "
@@ -24,41 +25,84 @@ def sweep(
     storage: Optional[str] = typer.Option(None, "--storage", metavar="URL", help="An Optuna storage URL for the "
                                           "study, e.g. postgresql://... (default: a journal file in the sweep "
                                           "directory)."),
+    resume: Optional[str] = typer.Option(None, "--resume", metavar="SWEEP_DIR", help="Continue a stopped sweep: "
+                                         "finished trials are kept, interrupted ones continue from their "
+                                         "checkpoint."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate, print the space and the first sampled "
                                  "configs; run nothing."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary (or the --dry-run) as JSON on stdout."),
+    top: int = typer.Option(10, "--top", min=1, help="With show: how many trials to list."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary (or the --dry-run, or show) as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No line per finished trial on stderr."),
 ) -> None:
     """Search hyperparameters: train many trials of a base config, in parallel, pruning the bad ones early.
 
     Creates sweeps/<name>-<stamp>/ with each trial's run directory (trials/<n>/), trials.csv, best.yaml (the
-    winning config, trainable with bpcli train) and summary.json. Needs the sweep extra:
+    winning config, trainable with bpcli train) and summary.json. Ctrl-C (or SIGTERM) stops the sweep: the
+    running trials save a checkpoint, and --resume SWEEP_DIR continues it. Needs the sweep extra:
     pip install "bpcli[sweep]".
 
-    Example: bpcli sweep configs/sweeps/quickstart-lr.yaml --workers 2; bpcli sweep my-sweep.yaml --dry-run
+    Example: bpcli sweep configs/sweeps/quickstart-lr.yaml --workers 2; bpcli sweep show sweeps/quickstart-lr-*
     """
     from bpcli.errors import ConfigError
-    from bpcli.sweep.engine import require_engines
-    from bpcli.sweep.spec import load_sweep
 
-    require_engines()
+    target = target or []
+    if target[:1] == ["show"]:
+        if len(target) != 2:
+            raise ConfigError("bpcli sweep show takes one sweep directory: bpcli sweep show SWEEP_DIR")
+        show_sweep(target[1], top, as_json)
+        return
+    if len(target) > 1 or (resume and target) or not (resume or target):
+        raise ConfigError("give a sweep file (bpcli sweep SWEEP.yaml), or --resume SWEEP_DIR alone, or "
+                          "show SWEEP_DIR")
     if workers and cluster:
         raise ConfigError("--workers starts worker processes on this machine and --cluster uses a running cluster's "
                           "workers: give one of them")
-    spec = load_sweep(sweep_file)
-    if trials:
-        _set_trials(spec, trials)
-    if dry_run:
-        show_preview(spec, as_json)
-        return
-    from bpcli.sweep.driver import run_sweep
+    from bpcli.sweep.engine import require_engines
 
-    summary = run_sweep(spec, workers=workers, address=cluster, storage=storage,
-                        on_event=None if quiet else TrialLines(spec))
+    require_engines()
+    spec = None
+    if not resume:
+        from bpcli.sweep.spec import load_sweep
+
+        spec = load_sweep(target[0])
+        if trials:
+            _set_trials(spec, trials)
+        if dry_run:
+            show_preview(spec, as_json)
+            return
+    elif dry_run:
+        raise ConfigError("--dry-run previews a sweep file; a sweep directory's trials are in its trials.csv "
+                          "(bpcli sweep show SWEEP_DIR)")
+    summary = run_or_resume(spec, resume, workers, cluster, storage, trials, quiet)
     if as_json:
         print_json(summary)
     else:
         print_summary(summary)
+
+
+def run_or_resume(spec, resume, workers, cluster, storage, trials, quiet) -> dict:
+    """Run (or resume) the sweep with Ctrl-C and SIGTERM turned into a stop: trials checkpoint, then exit."""
+    from bpcli.errors import Interrupted
+    from bpcli.sweep.driver import resume_sweep, run_sweep
+    from bpcli.training.interrupts import StopRequest, graceful_interrupts
+
+    stop, lines = StopRequest(), TrialLines(quiet)
+    try:
+        with graceful_interrupts(stop):
+            if resume:
+                return resume_sweep(resume, workers=workers, address=cluster, storage=storage, trials=trials,
+                                    stop=stop, on_event=lines)
+            return run_sweep(spec, workers=workers, address=cluster, storage=storage, stop=stop, on_event=lines)
+    except Interrupted as stopped:
+        typer.echo(f"sweep stopped by {stopped.signal_name}: the finished trials are recorded and the running "
+                   f"ones saved a resumable checkpoint. Continue with:\n  bpcli sweep --resume {stopped.run_dir}",
+                   err=True)
+        raise typer.Exit(stopped.exit_code)
+    except KeyboardInterrupt:   # a second Ctrl-C: stop at once
+        where = f" Continue with:\n  bpcli sweep --resume {lines.sweep_dir}" if lines.sweep_dir else ""
+        typer.echo(f"aborted by a second Ctrl-C: the finished trials are recorded; the running ones start again "
+                   f"(from their last checkpoint, if they saved one).{where}", err=True)
+        raise typer.Exit(130)
 
 
 def _set_trials(spec, trials: int) -> None:
@@ -98,33 +142,84 @@ def show_preview(spec, as_json: bool) -> None:
     out.print(f"Nothing was run. Run it with: bpcli sweep {spec.file}", soft_wrap=True)
 
 
+# -- show ----------------------------------------------------------------------------------------
+
+def show_sweep(path: str, top: int, as_json: bool) -> None:
+    """The sweep's summary and its best trials, as a table (complete trials first, then pruned ones)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from bpcli.errors import ConfigError
+    from bpcli.sweep.sweepdir import SweepDir, ranked
+
+    sweep_dir = SweepDir(path)
+    if not sweep_dir.is_sweep():
+        raise ConfigError(f"{path} is not a sweep directory made by bpcli sweep (it has no sweep.yaml and base.yaml)")
+    summary, rows = sweep_dir.read_summary(), sweep_dir.read_rows()
+    best = ranked(rows, summary.get("direction", "minimize"))[:top]
+    if as_json:
+        print_json({"summary": summary, "top": best})
+        return
+    counts = {state: sum(row["state"] == state for row in rows) for state in ("complete", "pruned", "fail",
+                                                                               "interrupted")}
+    metric = summary.get("metric", "value")
+    out = console()
+    if not out.is_terminal:
+        out.width = max(out.width, 200)   # a file or a pipe: the whole table, unwrapped
+    status = "finished" if summary.get("finished") else "not finished (bpcli sweep --resume continues it)"
+    out.print(f"[bold]Sweep[/] {escape(str(sweep_dir))}: {len(rows)} of {summary.get('trials', {}).get('requested', '?')} "
+              f"trials recorded ({', '.join(f'{n} {state}' for state, n in counts.items() if n)}), {status}",
+              soft_wrap=True)
+    params = list(dict.fromkeys(key for row in best for key in row["params"]))
+    table = Table(title=f"Best {len(best)} by {metric} ({summary.get('direction', '?')})")
+    for column in ("trial", "state", metric, "best epoch", "epochs", "seconds", *params):
+        table.add_column(column, justify="right" if column != "state" else "left")
+    for row in best:
+        values = [format_value(row["params"].get(key)) for key in params]
+        table.add_row(str(row["number"]), row["state"], f"{row['value']:.6g}", str(row["best_epoch"] or ""),
+                      str(row["epochs_run"] or ""), f"{row['seconds']:.1f}" if row["seconds"] else "", *values)
+    out.print(table)
+    if summary.get("best"):
+        out.print(f"Best config: {summary['best']['config']} (bpcli train it); its run: {summary['best']['run_dir']}",
+                  soft_wrap=True)
+
+
+def format_value(value) -> str:
+    return "" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 # -- progress and the end ------------------------------------------------------------------------
 
 class TrialLines:
-    """One line on stderr as the sweep starts and as each trial ends (the driver's on_event)."""
+    """The driver's on_event: one line on stderr as the sweep starts and as each trial ends (none with
+    --quiet); it keeps the sweep directory, for the message after a second Ctrl-C."""
 
-    def __init__(self, spec):
-        self.spec = spec
+    def __init__(self, quiet: bool):
+        self.quiet, self.sweep_dir, self.metric = quiet, None, None
 
     def __call__(self, kind: str, data: dict) -> None:
         if kind == "started":
+            self.sweep_dir = data["sweep_dir"]
             where = f"{data['slots']} local workers" if data["local"] else f"the Dask cluster at {data['address']}"
-            self.write(f"sweep {data['sweep_dir']}: {self.spec.trials} trials on {where} "
-                       f"({data['slots']} at a time)")
+            again = f" (resumed: {data['done']} recorded)" if data["resumed"] else ""
+            self.write(f"sweep {data['sweep_dir']}: {data['trials']} trials on {where}, {data['slots']} at a "
+                       f"time{again}")
         elif kind == "trial":
-            self.write(trial_line(data, self.spec.metric))
+            self.write(trial_line(data))
 
-    @staticmethod
-    def write(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
+    def write(self, line: str) -> None:
+        if not self.quiet:
+            print(line, file=sys.stderr, flush=True)
 
 
-def trial_line(data: dict, metric: str) -> str:
-    row, counts, best = data["row"], data["counts"], data["best"]
-    done = sum(counts.values())
+def trial_line(data: dict) -> str:
+    row, counts, best, metric = data["row"], data["counts"], data["best"], data["metric"]
+    done = sum(counts.values()) - counts["interrupted"]
     head = f"trial {row['number']} ({done}/{data['trials']})"
     if row["state"] == "fail":
         result = f"failed: {one_line(row['error'])}"
+    elif row["state"] == "interrupted":
+        result = f"interrupted at epoch {row['epochs_run']}, with a checkpoint to continue from"
     else:
         how = "pruned at epoch" if row["state"] == "pruned" else "best epoch"
         at = row["epochs_run"] if row["state"] == "pruned" else row["best_epoch"]
@@ -142,16 +237,15 @@ def print_summary(summary: dict) -> None:
                   f"{best['best_epoch']}): {format_params(best['params'])}", soft_wrap=True)
     else:
         out.print("[bold]Best:[/] none: no trial completed")
-    out.print(f"[bold]Trials:[/] {trials['requested']}: {trials['complete']} complete, {trials['pruned']} pruned, "
-              f"{trials['fail']} failed, in {summary['seconds']:.1f} s on {summary['slots']} workers")
+    out.print(f"[bold]Trials:[/] {trials['requested']} requested: {trials['complete']} complete, {trials['pruned']} "
+              f"pruned, {trials['fail']} failed, in {summary['seconds']:.1f} s on {summary['slots']} workers")
     out.print(f"[bold]Sweep directory:[/] {summary['sweep_dir']}", soft_wrap=True)
     if best:
         out.print(f"Train the best config again with: bpcli train {best['config']}", soft_wrap=True)
 
 
 def format_params(params: dict) -> str:
-    return " ".join(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
-                    for key, value in params.items())
+    return " ".join(f"{key}={format_value(value)}" for key, value in params.items())
 
 
 def one_line(text: str) -> str:

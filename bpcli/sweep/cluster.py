@@ -5,7 +5,8 @@
 
 By default a LocalCluster of worker processes on 127.0.0.1 only (nothing
 listens on another interface), one per core, each with one thread and one BLAS
-thread: trials run side by side instead of fighting over the cores. With an
+thread: trials run side by side instead of fighting over the cores. The
+workers ignore SIGINT, so a Ctrl-C in the terminal reaches the driver alone. With an
 address (tcp://HOST:8786) the client joins a running cluster (`dask scheduler`
 and `dask worker`s, or one from dask-jobqueue or dask-kubernetes); its workers
 need bpcli installed, and share no folder with this machine. A worker with
@@ -17,6 +18,8 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import signal
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -58,15 +61,35 @@ def connect(workers: int | None = None, address: str | None = None):
         finally:
             client.close()
         return
-    cluster = distributed.LocalCluster(n_workers=workers or cores(), threads_per_worker=1, processes=True,
-                                       host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR,
-                                       env=BLAS_THREADS)
+    with sigint_ignored():   # the workers inherit it: Ctrl-C in a terminal reaches the driver alone
+        cluster = distributed.LocalCluster(n_workers=workers or cores(), threads_per_worker=1, processes=True,
+                                           host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR,
+                                           env=BLAS_THREADS)
     client = distributed.Client(cluster)
     try:
         yield Cluster(client, cluster.scheduler_address, local=True)
     finally:
         client.close()
         cluster.close()
+
+
+@contextmanager
+def sigint_ignored():
+    """SIGINT ignored while inside (in the main thread only), so that processes started meanwhile ignore it.
+
+    A terminal sends Ctrl-C to every process of its foreground group, local workers
+    included; a worker started while SIGINT is ignored keeps ignoring it (an ignored
+    signal stays ignored across exec, and Python then installs no handler of its own),
+    so the driver alone decides how the sweep stops: running trials checkpoint first.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _remote_client(distributed, address: str):

@@ -3,15 +3,16 @@
     require_engines()                     Optuna and Dask, or a MissingExtraError naming the pip command
     quiet_optuna()                        no log lines, no experimental-feature warnings (nothing here prints)
     SAMPLERS, PRUNERS                     name -> builder; PRUNER_OPTIONS: name -> the sweep file's options
-    create_study(sweep, storage, name)    a new study, its direction the metric's
-    ask(study, sweep) -> (trial, params)  the sampler's next trial, with a value for every dimension
+    open_study(sweep, storage, name, ...) a new study (its direction the metric's), or a resumed sweep's
+    ask(study, sweep, number, seed, ...)  trial `number` and its params, from a sampler seeded for it
     journal_storage(path)                 Optuna's journal file (the default storage, in the sweep directory)
 
 Optuna and Dask are imported inside the functions that use them: they are an
 optional extra, and `bpcli --help` must not load them. The samplers are made
-to be reproducible: a seeded random or grid sampler gives trial n the same
-params however many workers run the trials, because the driver asks for every
-trial itself, in order (driver.py). TPE learns from finished trials, so with
+to be reproducible: the driver asks for every trial itself, in order
+(driver.py), each from a sampler seeded from (sweep seed, trial number), so a
+random or grid sweep gives trial n the same params however many workers run
+the trials, and after a resume. TPE learns from finished trials, so with
 several workers its choices depend on which trials finished first; it runs
 with Optuna's constant liar then, so that trials running at once are not
 sampled on top of each other.
@@ -55,15 +56,15 @@ def quiet_optuna() -> None:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
-# -- samplers ------------------------------------------------------------------------------------
+# -- samplers: each made afresh for every trial, seeded from (sweep seed, trial number) -----------
 
-def _grid(sweep, parallel: bool):
+def _grid(sweep, seed: int, parallel: bool):
     import optuna
 
     class AskedGrid(optuna.samplers.GridSampler):
-        """Trial n takes point n of the grid shuffled by the seed. The sweep asks for no more trials than
-        the grid has points, so the grid's own ending (Study.stop, which only an objective function may
-        call) is left out: after a tell it would raise."""
+        """Trial n takes point n of the grid shuffled by the sweep's seed. The sweep asks for no more
+        trials than the grid has points, so the grid's own ending (Study.stop, which only an objective
+        function may call) is left out: after a tell it would raise."""
 
         def after_trial(self, study, trial, state, values) -> None:
             pass
@@ -71,16 +72,16 @@ def _grid(sweep, parallel: bool):
     return AskedGrid(sweep.grid(), seed=sweep.seed)
 
 
-def _random(sweep, parallel: bool):
+def _random(sweep, seed: int, parallel: bool):
     import optuna
 
-    return optuna.samplers.RandomSampler(seed=sweep.seed)
+    return optuna.samplers.RandomSampler(seed=seed)
 
 
-def _tpe(sweep, parallel: bool):
+def _tpe(sweep, seed: int, parallel: bool):
     import optuna
 
-    return optuna.samplers.TPESampler(seed=sweep.seed, constant_liar=parallel)
+    return optuna.samplers.TPESampler(seed=seed, constant_liar=parallel)
 
 
 SAMPLERS = {"grid": _grid, "random": _random, "tpe": _tpe}
@@ -144,15 +145,27 @@ def journal_storage(path: str | Path):
     return JournalStorage(JournalFileBackend(str(path)))
 
 
-def create_study(sweep, storage, name: str, parallel: bool, max_epochs: int):
+def open_study(sweep, storage, name: str, max_epochs: int, create: bool = True):
+    """The sweep's study in `storage`: a new one, or (create=False) the one a resumed sweep started."""
     import optuna
 
-    return optuna.create_study(storage=storage, study_name=name, direction=sweep.direction,
-                               sampler=SAMPLERS[sweep.sampler](sweep, parallel),
-                               pruner=build_pruner(sweep.pruner, max_epochs))
+    pruner = build_pruner(sweep.pruner, max_epochs)
+    if not create:
+        return optuna.load_study(study_name=name, storage=storage, pruner=pruner)
+    return optuna.create_study(storage=storage, study_name=name, direction=sweep.direction, pruner=pruner)
 
 
-def ask(study, sweep) -> tuple:
-    """(Optuna trial, {key: value}): the next trial and the value its sampler picked for every dimension."""
+def ask(study, sweep, number: int, seed: int, parallel: bool) -> tuple:
+    """(Optuna trial, {key: value}): trial `number`, and the value its sampler picked for every dimension.
+
+    The sampler is made afresh with `seed` (trials.sampler_seed: from the sweep's seed and the
+    number): what it picks depends on the trial's number and, for TPE, on the finished trials it
+    learns from, never on how many trials this process asked before (a resumed sweep picks what an
+    uninterrupted one would).
+    """
+    study.sampler = SAMPLERS[sweep.sampler](sweep, seed, parallel)
     trial = study.ask()
+    if trial.number != number:
+        raise RuntimeError(f"asked for trial {number}, the study made trial {trial.number}: "
+                           "another process is adding trials to this sweep's study")
     return trial, {key: PARAMS[kind].suggest(trial, key, values) for key, (kind, values) in sweep.space.items()}

@@ -98,9 +98,9 @@ class Sweep:
     base_config: Config | None = None   # the base with `set` and the metric applied
 
     def resolved(self) -> dict:
-        """The sweep as sweep.yaml records it: every default filled in, the base's path absolute."""
-        return {"base": str(self.base.resolve()), "metric": self.metric, "direction": self.direction,
-                "trials": self.trials, "sampler": self.sampler, "seed": self.seed, "pruner": dict(self.pruner),
+        """The sweep as sweep.yaml records it (a sweep file itself): every default filled in, the base's
+        path absolute."""
+        return {"base": str(self.base.resolve()), "metric": self.metric, "trials": self.trials, "sampler": self.sampler, "seed": self.seed, "pruner": dict(self.pruner),
                 "space": {key: {kind: values} for key, (kind, values) in self.space.items()},
                 "set": dict(self.fixed), "name": self.name, "output_dir": self.output_dir}
 
@@ -110,12 +110,15 @@ class Sweep:
         return None if any(v is None for v in points.values()) else points
 
 
-def load_sweep(path: str | Path) -> Sweep:
-    """Read a sweep file and validate it, and its base config with it; every problem at its line."""
+def load_sweep(path: str | Path, base: str | Path | None = None) -> Sweep:
+    """Read a sweep file and validate it, and its base config with it; every problem at its line.
+
+    `base` replaces the file's base config (a resumed sweep: the copy in its sweep directory).
+    """
     name = str(path)
     doc = read_yaml_file(path)
     spec = _validated_file(doc, name)
-    base = _base_path(spec.base, Path(name))
+    base = Path(base) if base is not None else _base_path(spec.base, Path(name))
     if base is None:
         tried = " or ".join(dict.fromkeys([str(Path(spec.base)), str(Path(name).parent / spec.base)]))
         raise _sweep_error(name, [(("base",), f"no config file at {tried} (a relative path is taken from the "
@@ -237,9 +240,12 @@ def _against_base(sweep: Sweep, base_data: dict) -> list[tuple[tuple, str]]:
     where[fixed[-2]] = (("metric",),)
     problems = override_problems(sweep, fixed, where)
     for key, (kind, values) in sweep.space.items():
-        for i, value in enumerate(PARAMS[kind].candidates(values)):   # a range's ends, or every choice
-            problems += [(("space", key, kind, i), _hint(message, kind))
-                         for message in candidate_problems(sweep, fixed, override(key, value))]
+        fixed_variant = not variant_searched(key, sweep.space)
+        found = [((kind, i), message) for i, value in enumerate(PARAMS[kind].candidates(values))   # the ends, or
+                 for message in candidate_problems(sweep, fixed, override(key, value), fixed_variant)]  # each choice
+        unknown = [message for _, message in found if message.startswith("unknown key")]
+        problems += [(("space", key), unknown[0])] if unknown else \
+            [(("space", key, *where), _hint(message, kind)) for where, message in found]
     return problems
 
 
@@ -285,19 +291,33 @@ def override_problems(sweep: Sweep, overrides: list[str], where: dict) -> list[t
     return []
 
 
-def candidate_problems(sweep: Sweep, fixed: list[str], text: str) -> list[str]:
+def candidate_problems(sweep: Sweep, fixed: list[str], text: str, fixed_variant: bool = True) -> list[str]:
     """What the config says of one candidate value at its own key (a wrong type, out of range, unknown name).
 
-    An unknown key, or a problem elsewhere, depends on the other dimensions' values
-    (sgd's momentum while the choice of optimizer is adam): that is a trial's to find.
+    A problem elsewhere depends on the other dimensions' values: that is a trial's to
+    find. So does an unknown key when the space searches the variant around it
+    (optimizer.momentum is sgd's, and optimizer.name is searched); with the variant
+    fixed (the base's adam), no trial could take it.
     """
     try:
         parse_config_text(sweep.base_text, str(sweep.base), [*fixed, text])
     except ConfigError as error:
         own = [line.removeprefix(f"--set {text}: ") for line in problem_lines(error)
                if line.startswith(f"--set {text}: ")]
-        return [message for message in own if not message.startswith("unknown key")]
+        return [f"{message} No trial can take it: the base's variant here is fixed (search its name or type too)"
+                if message.startswith("unknown key") else message
+                for message in own if fixed_variant or not message.startswith("unknown key")]
     return []
+
+
+def variant_searched(key: str, space) -> bool:
+    """Whether the space searches what encloses `key`: a section or item above it, or its name or type."""
+    parts = key.split(".")
+    for i in range(1, len(parts)):
+        above = ".".join(parts[:i])
+        if above in space or f"{above}.name" in space or f"{above}.type" in space:
+            return True
+    return False
 
 
 def problem_lines(error: ConfigError) -> list[str]:

@@ -1,7 +1,9 @@
 """The sweep directory: the one place that knows the name of every file a sweep writes.
 
     sweeps/spirals-lr-20261202-120000/
+        .lock                  held by the bpcli process driving the sweep (an OS lock)
         sweep.yaml             the sweep file, resolved (every default filled in, the base's path absolute)
+        base.yaml              the base config's text as the sweep read it (a resumed sweep builds trials from it)
         study.journal          the Optuna study (a JournalStorage file), unless --storage names another
         trials/<n>/            trial n's run directory, as `bpcli train` makes one: eval, inspect, plot take it
         trials.csv, .jsonl     a row per trial: number, state, value, best epoch, epochs, seconds, worker,
@@ -16,6 +18,7 @@ changes, so a sweep killed at any moment leaves files that read.
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
 import os
@@ -28,7 +31,14 @@ from bpcli.config.yamlio import dump_yaml
 from bpcli.errors import CheckpointError
 from bpcli.fileio import write_file
 
-COLUMNS = ("number", "state", "value", "best_epoch", "epochs_run", "seconds", "worker", "error")
+def ranked(rows: list[dict], direction: str) -> list[dict]:
+    """The trials with a value, best first: complete ones, then pruned ones (their value is an early epoch's)."""
+    sign = -1 if direction == "maximize" else 1
+    scored = [row for row in rows if row["state"] in ("complete", "pruned") and row["value"] is not None]
+    return sorted(scored, key=lambda row: (row["state"] != "complete", sign * row["value"], row["number"]))
+
+
+COLUMNS = ("number", "state", "value", "best_epoch", "epochs_run", "seconds", "training_seconds", "worker", "error")
 
 
 class SweepDir:
@@ -43,6 +53,7 @@ class SweepDir:
         return self.path.name
 
     sweep_yaml = property(lambda self: self.path / "sweep.yaml")
+    base_yaml = property(lambda self: self.path / "base.yaml")
     study = property(lambda self: self.path / "study.journal")
     trials_dir = property(lambda self: self.path / "trials")
     trials_csv = property(lambda self: self.path / "trials.csv")
@@ -56,8 +67,9 @@ class SweepDir:
     # -- making one ----------------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, parent: str | Path, base: str, sweep_text: str) -> SweepDir:
-        """parent/<base>-<YYYYmmdd-HHMMSS> (-2, -3, ... if taken) holding sweep.yaml, made whole under a hidden name."""
+    def create(cls, parent: str | Path, base: str, sweep_text: str, base_text: str) -> SweepDir:
+        """parent/<base>-<YYYYmmdd-HHMMSS> (-2, -3, ...) holding sweep.yaml and base.yaml, made whole under a
+        hidden name."""
         parent, stamp = Path(parent), time.strftime("%Y%m%d-%H%M%S")
         try:
             parent.mkdir(parents=True, exist_ok=True)
@@ -67,6 +79,7 @@ class SweepDir:
                 from None
         try:
             write_file(staging / "sweep.yaml", sweep_text, "sweep file")
+            write_file(staging / "base.yaml", base_text, "config")
             (staging / "trials").mkdir()
             for attempt in range(1, 1000):
                 target = parent / (f"{base}-{stamp}" if attempt == 1 else f"{base}-{stamp}-{attempt}")
@@ -79,6 +92,24 @@ class SweepDir:
         finally:
             shutil.rmtree(staging, ignore_errors=True)   # only if it was never renamed into place
         raise CheckpointError(f"cannot find a free sweep directory name for {base} in {parent}")
+
+    def is_sweep(self) -> bool:
+        return self.sweep_yaml.is_file() and self.base_yaml.is_file()
+
+    def lock(self) -> int:
+        """Take the sweep's OS lock (it dies with the process); refuse if another process drives the sweep."""
+        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise CheckpointError(f"sweep directory {self} is in use by another bpcli process; wait for it to "
+                                  "finish (or stop it), then resume") from None
+        return fd
+
+    @staticmethod
+    def unlock(fd: int) -> None:
+        os.close(fd)
 
     # -- writing -------------------------------------------------------------------------------------
 
@@ -130,6 +161,22 @@ class SweepDir:
     # -- reading -------------------------------------------------------------------------------------
 
     def read_rows(self) -> list[dict]:
-        if not self.trials_jsonl.is_file():
+        """trials.jsonl's rows ([] without the file); it is written whole, so a line that does not parse is
+        not expected, and is skipped (the study holds every finished trial's row too)."""
+        try:
+            text = self.trials_jsonl.read_text()
+        except OSError:
             return []
-        return [json.loads(line) for line in self.trials_jsonl.read_text().splitlines() if line.strip()]
+        rows = []
+        for line in text.splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return [row for row in rows if isinstance(row, dict) and isinstance(row.get("number"), int)]
+
+    def read_summary(self) -> dict:
+        try:
+            return json.loads(self.summary.read_text())
+        except (OSError, ValueError):
+            return {}

@@ -1,6 +1,7 @@
 """One trial's config: the base, the sweep's `set`, the params the sampler picked, and a seed.
 
     trial_seed(sweep_seed, number) -> int          drawn from (sweep seed, trial number), the same on any machine
+    sampler_seed(sweep_seed, number) -> int        the seed of the sampler that picks trial n's params
     trial_overrides(sweep, params, number) -> [--set texts]
     trial_config(sweep, params, number) -> Config  validated like `bpcli train BASE --set ...` would
 
@@ -25,7 +26,16 @@ SEED_KEY = "training.seed"
 
 def trial_seed(sweep_seed: int, number: int) -> int:
     """A training seed in [0, 2**31) for trial `number`, from NumPy's SeedSequence of (sweep seed, number)."""
-    return int(np.random.SeedSequence([sweep_seed, number]).generate_state(1)[0] % 2**31)
+    return derived_seed(sweep_seed, number)
+
+
+def sampler_seed(sweep_seed: int, number: int) -> int:
+    """The seed of the sampler that picks trial `number`'s params (independent of its training seed)."""
+    return derived_seed(sweep_seed, number, 1)
+
+
+def derived_seed(*entropy: int) -> int:
+    return int(np.random.SeedSequence(list(entropy)).generate_state(1)[0] % 2**31)
 
 
 def trial_overrides(sweep: Sweep, params: dict, number: int) -> list[str]:

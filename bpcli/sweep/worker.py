@@ -2,6 +2,7 @@
 
     run_trial(task) -> outcome      the task the driver submits; `task` and `outcome` are plain data
     Pruning                         the Callback that reports each epoch's metric to Optuna and stops a pruned trial
+    StopWhenAsked                   the Callback that interrupts training when the sweep is stopped (Ctrl-C)
 
 A worker shares no folder with the driver: the trial trains in a folder of its
 own under the worker's temporary directory, and its run directory (config,
@@ -11,8 +12,10 @@ lives on the Dask scheduler (optuna-integration's DaskStorage): the worker
 reports to it and asks its pruner there, by the trial's id.
 
 The outcome says how the trial ended: complete (its value is the best epoch's
-metric), pruned (its value is the last metric reported), or fail (diverged,
-a data or checkpoint error, a bug: the error's message, in one paragraph).
+metric), pruned (its value is the last metric reported), fail (diverged, a
+data or checkpoint error, a bug: the error's message, in one paragraph), or
+interrupted (the sweep was stopped: the run directory holds a resumable
+checkpoint, and a resumed sweep sends it back to a worker to continue).
 """
 
 from __future__ import annotations
@@ -20,13 +23,16 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import signal
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
-from bpcli.errors import BpcliError
+from bpcli.errors import BpcliError, Interrupted
 from bpcli.fileio import TMP_SUFFIX
 from bpcli.training.callbacks import Callback
+from bpcli.training.interrupts import StopRequest
 from bpcli.training.run import train_run
 from bpcli.training.rundir import RunDir
 
@@ -38,6 +44,9 @@ class Pruning(Callback):
 
     A pruned trial stops at the end of the epoch Optuna judged; its run
     directory is complete (best checkpoint, summary) like any early-stopped run.
+    A trial trained again (its worker died, or it was interrupted before its
+    first checkpoint) reports epochs the study already has: Optuna keeps the
+    first value of a step, and its warning is not printed.
     """
 
     def __init__(self, trial, metric: str):
@@ -50,26 +59,56 @@ class Pruning(Callback):
         if value is None:
             return
         self.last = float(value)
-        self.trial.report(self.last, row["epoch"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.trial.report(self.last, row["epoch"])
         if self.trial.should_prune():
             self.pruned_at = row["epoch"]
             loop.request_stop(f"pruned by the sweep's pruner at epoch {row['epoch']} ({self.metric} "
                               f"{self.last:.6g})")
 
 
+class StopWhenAsked(Callback):
+    """Interrupt training, as Ctrl-C would, once the driver sets the sweep's stop event on the scheduler.
+
+    The event is read at most every `every` seconds (it is a message to the scheduler);
+    the trial then stops after its current batch with a resumable checkpoint.
+    """
+
+    def __init__(self, event_name: str, stop: StopRequest, every: float = 0.5):
+        self.event_name, self.stop, self.every = event_name, stop, every
+        self.checked = time.monotonic()
+        self.event = None
+
+    def on_batch_end(self, loop):
+        now = time.monotonic()
+        if now - self.checked < self.every:
+            return
+        self.checked = now
+        if self.event is None:
+            from distributed import Event
+
+            self.event = Event(self.event_name)
+        if self.event.is_set():
+            self.stop.signum = signal.SIGINT
+
+
 def run_trial(task: dict) -> dict:
     """Train one trial on this worker and return its outcome, with its run directory's files.
 
-    task: number, trial_id, config (resolved, validated by the driver), metric, study (name, storage, pruner).
+    task: number, trial_id, config (resolved, validated by the driver), metric, study (name, storage,
+    pruner, max_epochs, stop event), and resume_files: an interrupted run directory to continue, or {}.
     """
     started = time.perf_counter()
     folder = Path(tempfile.mkdtemp(prefix=f"bpcli-trial-{task['number']}-"))
     try:
         trial = _trial(task["study"], task["trial_id"])
-        pruning = Pruning(trial, task["metric"])
-        config = {**task["config"], "output": {"dir": str(folder), "name": "run"}}
-        outcome = _train(config, pruning)
+        stop = StopRequest()
+        callbacks = [Pruning(trial, task["metric"]), StopWhenAsked(task["study"]["stop_event"], stop)]
         run = RunDir(folder / "run")
+        resume = unpack(run, task.get("resume_files") or {})
+        config = {**task["config"], "output": {"dir": str(folder), "name": "run"}}
+        outcome = _train(config, callbacks, stop, resume)
         outcome["files"] = pack(run) if run.path.is_dir() else {}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -77,22 +116,35 @@ def run_trial(task: dict) -> dict:
             "worker": _worker_name()}
 
 
-def _train(config: dict, pruning: Pruning) -> dict:
-    """{state, value, summary, error}: train, and say how it ended."""
+def _train(config: dict, callbacks: list, stop: StopRequest, resume: str | None) -> dict:
+    """{state, value, error}: train (or continue an interrupted run), and say how it ended."""
+    pruning = callbacks[0]
     try:
-        summary = train_run(config, "trial", callbacks=[pruning])
+        summary = train_run(config, "trial", callbacks=callbacks, stop=stop, resume=resume)
+    except Interrupted:   # the sweep is stopping: the run directory holds a resumable checkpoint
+        return {"state": "interrupted", "value": None, "error": None}
     except BpcliError as error:   # diverged, data, checkpoint: the run's own message
-        return {"state": "fail", "value": None, "error": str(error), "pruned_at": None}
+        return {"state": "fail", "value": None, "error": str(error)}
     except Exception as error:   # a bug: recorded, and the sweep goes on
-        return {"state": "fail", "value": None, "error": f"internal error: {type(error).__name__}: {error}",
-                "pruned_at": None}
+        return {"state": "fail", "value": None, "error": f"internal error: {type(error).__name__}: {error}"}
     if pruning.pruned_at is not None:
-        return {"state": "pruned", "value": pruning.last, "error": None, "pruned_at": pruning.pruned_at}
+        return {"state": "pruned", "value": pruning.last, "error": None}
     best = summary["monitor"]["best"]
     if best is None or not math.isfinite(best):
-        return {"state": "fail", "value": None, "pruned_at": None,
-                "error": f"no epoch gave a finite {summary['monitor']['metric']}"}
-    return {"state": "complete", "value": best, "error": None, "pruned_at": None}
+        return {"state": "fail", "value": None, "error": f"no epoch gave a finite {summary['monitor']['metric']}"}
+    return {"state": "complete", "value": best, "error": None}
+
+
+def unpack(run: RunDir, files: dict[str, bytes]) -> str | None:
+    """Write an interrupted trial's run directory here, to resume it; its path, or None if there is none."""
+    if not files:
+        return None
+    for relative, data in files.items():
+        path = run.path / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    run.checkpoints.mkdir(exist_ok=True)
+    return str(run.path)
 
 
 def pack(run: RunDir) -> dict[str, bytes]:

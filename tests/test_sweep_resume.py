@@ -1,0 +1,123 @@
+"""Nothing lost: a sweep whose driver is SIGKILLed, then resumed and stopped by Ctrl-C, then resumed again,
+ends with every trial once, the finished ones unchanged, and each trial exactly as if never stopped.
+
+`bpcli sweep` runs as a user runs it, in a session of its own (as a terminal's foreground group:
+the Ctrl-C goes to the driver and its local workers alike, and the workers ignore it).
+"""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bpcli.config.loading import load_config
+from bpcli.training.run import train_run
+
+pytestmark = pytest.mark.slow
+
+BASE = """\
+model:
+  layers:
+    - {type: dense, units: 32, activation: relu}
+    - {type: dense, units: 3}
+loss: {name: cross_entropy}
+optimizer: {name: sgd, lr: 0.1, momentum: 0.9}
+data: {dataset: spirals, options: {n: 2000, classes: 3, noise: 0.2}, val_fraction: 0.2, preprocess: none,
+       batch_size: 32}
+training: {epochs: 24, seed: 0, monitor: val_accuracy}
+diagnostics: {enabled: false}
+"""
+
+SWEEP = """\
+base: base.yaml
+trials: 4
+sampler: random
+seed: 0
+space:
+  optimizer.lr: {loguniform: [1.0e-2, 3.0e-1]}
+  model.layers.0.units: {int: [16, 48]}
+name: nothing-lost
+"""
+
+
+def start(folder: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "bpcli", "sweep", *args, "--workers", "2"], cwd=folder,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def wait_for(process: subprocess.Popen, text: str, timeout: float = 120) -> list[str]:
+    """stderr lines up to the first that holds `text`."""
+    lines, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        if text in line:
+            return lines
+    raise AssertionError(f"no line with {text!r} in: {lines}")
+
+
+def rows(sweep_dir: Path) -> dict[int, dict]:
+    with open(sweep_dir / "trials.csv") as f:
+        return {int(row["number"]): row for row in csv.DictReader(f)}
+
+
+def history(run: Path) -> list[dict]:
+    """metrics.jsonl without the timings."""
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in lines]
+
+
+def test_sigkill_then_ctrl_c_then_resume_loses_nothing(tmp_path):
+    (tmp_path / "base.yaml").write_text(BASE)
+    (tmp_path / "sweep.yaml").write_text(SWEEP)
+
+    first = start(tmp_path, "sweep.yaml")       # 1. the driver is SIGKILLed once a trial has finished
+    try:
+        started = wait_for(first, "sweep sweeps/")[-1]
+        wait_for(first, " complete: ")
+    finally:
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+        first.stderr.close()
+        first.stdout.close()
+    sweep_dir = tmp_path / started.split()[1].rstrip(":")
+    before = {n: row for n, row in rows(sweep_dir).items() if row["state"] == "complete"}
+    assert before and len(before) < 4
+
+    second = start(tmp_path, "--resume", str(sweep_dir.relative_to(tmp_path)))   # 2. resumed, then Ctrl-C
+    wait_for(second, "(resumed: ")
+    time.sleep(1.0)
+    os.killpg(second.pid, signal.SIGINT)
+    _, err = second.communicate(timeout=120)
+    assert second.returncode == 130, err
+    assert f"Continue with:\n  bpcli sweep --resume {sweep_dir.relative_to(tmp_path)}\n" in err
+    interrupted = [n for n, row in rows(sweep_dir).items() if row["state"] == "interrupted"]
+    assert interrupted, err
+    for n in interrupted:
+        assert (sweep_dir / "trials" / str(n) / "checkpoints" / "last.safetensors").is_file()
+        assert int(rows(sweep_dir)[n]["epochs_run"]) < 24
+
+    third = subprocess.run([sys.executable, "-m", "bpcli", "sweep", "--resume", str(sweep_dir), "--json"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=300)   # 3. to the end
+    assert third.returncode == 0, third.stderr
+    summary = json.loads(third.stdout)
+    final = rows(sweep_dir)
+    assert sorted(final) == [0, 1, 2, 3] and summary["finished"]
+    assert {row["state"] for row in final.values()} == {"complete"}
+    assert summary["trials"] == {"requested": 4, "complete": 4, "pruned": 0, "fail": 0, "interrupted": 0}
+    for n, row in before.items():   # finished before the SIGKILL: not rerun
+        assert {k: final[n][k] for k in ("value", "best_epoch", "seconds", "worker")} == \
+               {k: row[k] for k in ("value", "best_epoch", "seconds", "worker")}
+    for n in [*interrupted, *(set(final) - set(before) - set(interrupted))][:2]:   # as if never stopped
+        run = sweep_dir / "trials" / str(n)
+        again = train_run(load_config(run / "config.yaml", [f"output.dir={tmp_path / 'again'}"]), "again")
+        assert history(run) == history(Path(again["run_dir"]))
+        assert float(final[n]["value"]) == again["monitor"]["best"]
