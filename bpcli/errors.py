@@ -29,6 +29,7 @@ EXIT_IO = 5
 EXIT_DISK_FULL = 6
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
+INTERRUPTED = "interrupted (Ctrl-C)"   # the whole message of a Ctrl-C outside training (which says more)
 
 
 class BpcliError(Exception):
@@ -58,6 +59,12 @@ class ConfigError(BpcliError):
         if key:
             where += f"{key}: "
         super().__init__(where + message)
+
+
+class UsageError(BpcliError):
+    """A command-line option given a value the command does not take: names the option and what is allowed."""
+
+    exit_code = EXIT_USAGE
 
 
 class DataError(BpcliError):

@@ -4,12 +4,22 @@
     atomic_write_bytes(path, data)   atomic, OSError left to the caller
     append_text(path, text, what)    a log row, appended and synced
     read_log_rows(path)              a JSON-lines log, torn lines skipped
+    open_regular(path, what)         (file, size) for reading, refused unless it is a regular file
+    physical_memory()                bytes of RAM, for refusing what a machine cannot hold before allocating it
 
 `atomic_write_bytes` writes a temporary file next to the target, flushes and
 fsyncs it, then renames it over the target (os.replace is atomic on POSIX) and
 fsyncs the folder so the rename itself survives a power cut. A reader sees the
 old file or the new one, never a mix. Temporary files carry the suffix
 TMP_SUFFIX so that a later run can find and remove orphans of a killed one.
+
+Only regular files are replaced that way. A special file (a terminal, a pipe,
+/dev/null, /dev/stdout) is written in place: renaming a regular file over it
+would replace the device with a file. A symlink is followed, so the file it
+points to is replaced and the link stays.
+
+A file of unknown size is never read whole: readers open it with open_regular
+(a device such as /dev/zero or a pipe never ends) and bound what they read.
 """
 
 from __future__ import annotations
@@ -17,6 +27,8 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
+import stat
 from pathlib import Path
 
 TMP_SUFFIX = ".tmp"
@@ -55,10 +67,65 @@ def write_file(path: str | Path, data: str | bytes, what: str = "file", backup: 
     survives a crash and fails with a message instead of a traceback.
     `when_full` is the advice after a full disk, for files that are not a run's.
     """
+    data = data.encode() if isinstance(data, str) else data
     try:
-        atomic_write_bytes(path, data.encode() if isinstance(data, str) else data, backup)
+        if _write_in_place(path, data):
+            return
+        atomic_write_bytes(os.path.realpath(path) if os.path.islink(path) else path, data, backup)
     except OSError as error:
         raise write_error(path, error, what, when_full) from None
+    except ValueError as error:   # a NUL byte in the path
+        from bpcli.errors import CheckpointError
+
+        raise CheckpointError(f"cannot write {what} {path!r}: {error}") from None
+
+
+# /dev/stdout, /dev/fd/N, /proc/self/fd/N: this process's own open file N, written through that descriptor
+# so that the shell's redirection (`>`, `>>`, a pipe) is honoured as it was opened.
+_OWN_DESCRIPTOR = re.compile(r"/(?:dev/fd|proc/self/fd)/(\d+)")
+_STANDARD = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
+
+
+def _write_in_place(path: str | Path, data: bytes) -> bool:
+    """Write a special file directly (True); False for a regular file or a new one (written atomically).
+
+    Raises OSError (or ValueError for a NUL byte) as open and write do.
+    """
+    fd = _own_descriptor(path)
+    if fd is not None:
+        _write_all(fd, data)
+        return True
+    try:
+        mode = os.stat(path).st_mode   # follows symlinks
+    except FileNotFoundError:
+        return False
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):   # a folder: the atomic write's rename names the problem
+        return False
+    with open(path, "wb", buffering=0) as f:
+        _write_all(f.fileno(), data)
+    return True
+
+
+def _own_descriptor(path: str | Path) -> int | None:
+    """N if `path`, or a symlink on the way from it, names this process's descriptor N (/dev/stdout is 1)."""
+    name = os.path.abspath(path)
+    for _ in range(40):   # the kernel's own limit on a chain of symlinks
+        if name in _STANDARD:
+            return _STANDARD[name]
+        match = _OWN_DESCRIPTOR.fullmatch(name)
+        if match:
+            return int(match.group(1))
+        try:
+            name = os.path.normpath(os.path.join(os.path.dirname(name), os.readlink(name)))
+        except OSError:   # not a symlink (or not there)
+            return None
+    return None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def append_text(path: str | Path, text: str, what: str = "log") -> None:
@@ -120,3 +187,46 @@ def read_log_rows(path: str | Path) -> list[dict]:
         except json.JSONDecodeError:
             continue
     return [r for r in rows if isinstance(r, dict) and isinstance(r.get("epoch"), int)]
+
+
+def open_regular(path: str | Path, what: str = "file"):
+    """(binary file opened for reading, its size), if `path` is a regular file; else OSError with a plain reason.
+
+    A device (/dev/zero), a pipe or a socket has no size and may never end, so
+    no reader may take it for a file: each opens it here, then bounds its reads
+    by the size.
+    """
+    f = open(path, "rb")
+    try:
+        mode = os.fstat(f.fileno())
+        if stat.S_ISDIR(mode.st_mode):
+            raise IsADirectoryError(errno.EISDIR, "Is a directory")
+        if not stat.S_ISREG(mode.st_mode):
+            kind = ("a character device" if stat.S_ISCHR(mode.st_mode) else "a block device" if stat.S_ISBLK(
+                mode.st_mode) else "a pipe" if stat.S_ISFIFO(mode.st_mode) else "a socket")
+            raise OSError(errno.EINVAL, f"{kind}, not a regular file: it cannot be a {what}")
+    except BaseException:
+        f.close()
+        raise
+    return f, mode.st_size
+
+
+def physical_memory() -> int:
+    """Bytes of physical memory (SC_PHYS_PAGES * SC_PAGE_SIZE); 2**63 where the system does not say.
+
+    Used to refuse, with a message, an allocation that could never succeed
+    (a model of 10**9 units, an array declared 10**6 x 10**6) before it is tried:
+    an attempt would end in a MemoryError, or in the kernel's OOM killer.
+    """
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 63
+
+
+def memory_size(n: int | float) -> str:
+    """'40.0 GB', '808.0 kB' (powers of 1000), for messages about memory."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n:.0f} bytes"

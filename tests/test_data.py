@@ -266,3 +266,17 @@ def test_wrong_targets_for_the_loss_are_data_errors():
 def test_a_negative_synthetic_size_is_a_data_error():
     with pytest.raises(DataError, match="spirals: bad option in data.options"):
         load_dataset("spirals", options={"n": -5})
+
+
+@pytest.mark.parametrize("name, options, message", [
+    ("spirals", {"classes": 0}, "classes must be an integer >= 2 (got 0)"),
+    ("spirals", {"n": 0}, "n must be an integer >= 2 (got 0)"),
+    ("spirals", {"n": 2, "classes": 3}, "classes must be at most n (2): each class needs examples (got 3)"),
+    ("circles", {"factor": 1.5}, "factor must be a number in (0, 1), the inner circle's radius (got 1.5)"),
+    ("moons", {"noise": float("nan")}, "noise must be a finite number (got nan)"),
+])
+def test_a_generator_checks_its_own_options(name, options, message):
+    """Without the config's check (a program calling load_dataset), a bad size is still a DataError, not a crash."""
+    with pytest.raises(DataError) as error:
+        load_dataset(name, options=options)
+    assert str(error.value).startswith(f"dataset {name}: bad option in data.options ({message}); allowed: ")

@@ -283,15 +283,29 @@ def test_a_multiclass_checkpoint_without_class_names_is_scored_per_output(last, 
 
 def test_a_config_far_larger_than_the_file_is_refused_before_anything_is_allocated(last, tmp_path, monkeypatch):
     def build_model(*args, **kwargs):
-        raise AssertionError("restore tried to build a model of 10**9 units")
+        raise AssertionError("restore tried to build a model of 10**7 units")
 
     monkeypatch.setattr("bpcli.tools.inference.build_model", build_model)
     path = tmp_path / "edited.safetensors"
     path.write_bytes(with_meta(last.read_bytes(), set_key(load_checkpoint(last).meta, "config.model.layers.0.units",
-                                                          10 ** 9)))
-    with pytest.raises(CheckpointError, match=r"its config needs at least 6000000003 parameters, but the file holds "
+                                                          10 ** 7)))
+    with pytest.raises(CheckpointError, match=r"its config needs at least 60000003 parameters, but the file holds "
                                               r"195 layer values"):
         restore(load_checkpoint(path))
+
+
+def test_a_config_larger_than_this_machine_is_refused_by_the_schema_before_anything_is_allocated(last, tmp_path,
+                                                                                                 monkeypatch):
+    """10**9 units: 6 * 10**9 parameters, 120 GB with Adam's state; the stored config is refused as a config."""
+    monkeypatch.setattr("bpcli.tools.inference.build_model", lambda *a, **k: pytest.fail("a model was built"))
+    path = tmp_path / "edited.safetensors"
+    path.write_bytes(with_meta(last.read_bytes(), set_key(load_checkpoint(last).meta, "config.model.layers.0.units",
+                                                          10 ** 9)))
+    with pytest.raises(CheckpointError) as error:
+        restore(load_checkpoint(path))
+    assert str(error.value).startswith(f"{path}: its stored config cannot be rebuilt: config.model.layers.0.units: "
+                                       "small enough for this machine's memory: training this network needs at least "
+                                       "120.0 GB for 6000000003 parameters in float32")
 
 
 def test_a_damaged_preprocess_tensor_is_a_checkpoint_error(last, tmp_path):

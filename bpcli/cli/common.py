@@ -5,19 +5,29 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 
 import typer
 
-from bpcli.errors import EXIT_INTERNAL, BpcliError
+from bpcli.errors import EXIT_INTERNAL, EXIT_SIGINT, INTERRUPTED, BpcliError
 
-state = {"debug": False}
+# outside_commands: when run as `bpcli` (app.main), the SIGINT handler for the time no command runs
+state = {"debug": False, "outside_commands": None}
 
 
 def user_errors(command):
-    """Turn a BpcliError into a one-paragraph message on stderr and its exit code (traceback only with --debug)."""
+    """Turn a BpcliError into a one-paragraph message on stderr and its exit code (traceback only with --debug).
+
+    Ctrl-C while the command runs is a KeyboardInterrupt, so that the command's own
+    cleanup runs (a partial download is removed, an atomic write leaves no temporary
+    file), then one line and exit 130. Before and after it, app.main's handler exits at once.
+    """
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        outside = state["outside_commands"]
+        if outside:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             return command(*args, **kwargs)
         except BpcliError as error:
@@ -25,7 +35,12 @@ def user_errors(command):
                 raise
             typer.echo(f"error: {error}", err=True)
             raise typer.Exit(error.exit_code)
-        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+        except KeyboardInterrupt:
+            if state["debug"]:
+                raise
+            typer.echo(INTERRUPTED, err=True)
+            raise typer.Exit(EXIT_SIGINT)
+        except (typer.Exit, typer.Abort):
             raise
         except Exception as error:  # a bug: say so plainly
             if state["debug"]:
@@ -33,6 +48,9 @@ def user_errors(command):
             typer.echo(f"internal error: {type(error).__name__}: {error} "
                        "(run again with --debug for the traceback, and please report it)", err=True)
             raise typer.Exit(EXIT_INTERNAL)
+        finally:
+            if outside:
+                signal.signal(signal.SIGINT, outside)
 
     return wrapper
 

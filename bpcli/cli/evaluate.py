@@ -25,8 +25,11 @@ def eval_(
 
     Example: bpcli eval runs/quickstart-20260101-120000/checkpoints/best.safetensors --split test --plot eval.png
     """
-    from bpcli.tools.inference import evaluate_with_outputs
+    from bpcli.errors import UsageError
+    from bpcli.tools.inference import SPLITS, evaluate_with_outputs
 
+    if split not in SPLITS:
+        raise UsageError(f"--split {split}: unknown split; allowed: {', '.join(SPLITS)}")
     if plot:
         from bpcli.plots.figures import require_matplotlib
 

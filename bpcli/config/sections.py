@@ -10,21 +10,30 @@ editors and the tables of docs/config.md (reference.py). The variants of the
 loss, optimizer, schedule, layers, activations and initializers are generated
 from the registries (schema.py), so the schema cannot drift from the code.
 Models are strict (no coercion): YAML already typed each value, so
-`nesterov: yes` is the string 'yes', an error, not true. Reading a file into a
-Config, with every problem at its line, is loading.py's job.
+`nesterov: yes` is the string 'yes', an error, not true. Values that pass
+their types and ranges but cannot work (a dataset's options, an initializer's
+contradicting options, a network larger than this machine's memory, a NUL
+byte in a path) are refused here too (limit_problems), before anything is
+built. Reading a file into a Config, with every problem at its line, is
+loading.py's job.
 """
 
 import math
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import AfterValidator, ConfigDict, Field, WithJsonSchema, model_validator
-from pydantic_core import PydanticCustomError
+import numpy as np
+from pydantic import AfterValidator, ConfigDict, Field, ValidationError, WithJsonSchema, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from bpcli.data.catalog import DATASETS
+from bpcli.data import synthetic, tables
+from bpcli.data.catalog import DATASETS, IdxSource, SyntheticSource
 from bpcli.errors import did_you_mean
+from bpcli.fileio import memory_size, physical_memory
+from bpcli.nn.initializers import INITIALIZERS
 from bpcli.nn.metrics import monitorable, resolve_mode
-from bpcli.nn.model import DTYPES, default_init
+from bpcli.nn.model import DTYPES, default_init, layers_of
+from bpcli.optim.optimizers import build_optimizer
 from bpcli.data.preprocessing import Preprocessor
 from bpcli.config.schema import (ACTIVATION_CHOICES, INIT_CHOICES, LAYER_TYPES, LOSS_OPTIONS, OPTIMIZER_OPTIONS,
                      SCHEDULE_OPTIONS, LayerSpec, Strict, tagged)
@@ -37,6 +46,9 @@ MODES = ("auto", "min", "max")
 # -- the sections --------------------------------------------------------------------------------
 
 def _check_dataset(value: str) -> str:
+    if "\0" in value:
+        raise PydanticCustomError("unknown_dataset", "{message}", {"message": f"a path cannot hold a NUL byte (got "
+                                                                              f"{value!r})"})
     if value in DATASETS or Path(value).suffix.lower() in (".csv", ".npz"):
         return value
     message = (f"unknown value {value!r}; allowed: {', '.join(sorted(DATASETS))}, or a path to a .csv or .npz "
@@ -45,10 +57,21 @@ def _check_dataset(value: str) -> str:
 
 
 def _check_folder_name(value: str | None) -> str | None:
-    if value is not None and (value in ("", ".", "..") or "/" in value or "\\" in value):
+    if value is not None and (value in ("", ".", "..") or any(c in value for c in "/\\\0")):
         raise PydanticCustomError("folder_name", "{message}",
-                                  {"message": f"must be a folder name without / or \\ (got {value!r})"})
+                                  {"message": f"must be a folder name without / or \\ or NUL bytes (got {value!r})"})
     return value
+
+
+def _check_folder_path(value: str | None) -> str | None:
+    """A path the operating system can take: no NUL byte (open() would raise ValueError on one)."""
+    if value is not None and "\0" in value:
+        raise PydanticCustomError("folder_name", "{message}",
+                                  {"message": f"must be a folder path without NUL bytes (got {value!r})"})
+    return value
+
+
+FolderPath = Annotated[str, AfterValidator(_check_folder_path)]
 
 
 DatasetName = Annotated[str, AfterValidator(_check_dataset), WithJsonSchema({"anyOf": [
@@ -60,6 +83,25 @@ class ModelSection(Strict):
 
     dtype: Literal[DTYPES] = Field("float32", description="Floating-point type of parameters and activations.")
     layers: list[LayerSpec] = Field(..., min_length=1, description="The layers, input first (required).")
+
+    def parameter_counts(self, input_dim: int) -> list[int]:
+        """Parameters of each entry of `layers` for inputs of width input_dim, without building the model."""
+        counts = [0] * len(self.layers)
+        for i, layer, _ in self._shapes(input_dim):
+            counts[i] += sum(math.prod(shape) for shape in layer.param_shapes().values())
+        return counts
+
+    def output_width(self, input_dim: int) -> int:
+        """The model's outputs for inputs of width input_dim (the width prepare(outputs=) checks targets against)."""
+        return ([input_dim] + [width for _, _, width in self._shapes(input_dim)])[-1]
+
+    def _shapes(self, input_dim: int):
+        """(entry index, layer, its output width) for each layer the entries make; no weight is allocated."""
+        width = input_dim
+        for i, spec in enumerate(self.layers):
+            for layer in layers_of(spec.model_dump(mode="json"), f"model.layers.{i}"):
+                width = layer.build(width)
+                yield i, layer, width
 
 
 class DataSection(Strict):
@@ -75,7 +117,7 @@ class DataSection(Strict):
     batch_size: int = Field(64, ge=1, description=(
         "Examples per step; >= the training set size is full-batch gradient descent, 1 is online SGD."))
     eval_batch_size: int = Field(4096, ge=1, description="Examples per batch when evaluating validation and test sets.")
-    data_dir: Optional[str] = Field(None, description="Cache folder; null: $BPCLI_DATA_DIR or the per-user cache.")
+    data_dir: Optional[FolderPath] = Field(None, description="Cache folder; null: $BPCLI_DATA_DIR or the per-user cache.")
     mirrors: Optional[list[str]] = Field(None, description="Base URLs that replace the download mirrors; null: built in.")
 
     def batch_size_for(self, n_train: int) -> int:
@@ -123,7 +165,7 @@ class CheckpointSection(Strict):
 class OutputSection(Strict):
     """The run directory."""
 
-    dir: str = Field("runs", description="Parent folder of run directories.")
+    dir: FolderPath = Field("runs", description="Parent folder of run directories.")
     name: Annotated[Optional[str], AfterValidator(_check_folder_name)] = Field(
         None, description="Run directory name; null: <config file stem>-<YYYYmmdd-HHMMSS>.")
 
@@ -192,6 +234,81 @@ class Config(Strict):
         if isinstance(data, dict):
             return {k: {} if v is None and k in SECTIONS else v for k, v in data.items()}
         return data
+
+    @model_validator(mode="after")
+    def _within_limits(self):
+        """Values each valid alone that could not work: see limit_problems."""
+        problems = limit_problems(self)
+        if problems:
+            raise ValidationError.from_exception_data("Config", [
+                InitErrorDetails(type=PydanticCustomError("limit", "{must_be}", {"must_be": must_be}), loc=loc,
+                                 input=value) for loc, value, must_be in problems])
+        return self
+
+
+# -- limits --------------------------------------------------------------------------------------
+
+def limit_problems(config: Config) -> list[tuple[tuple, Any, str]]:
+    """(key path, value, what it must be) for values the types and ranges allow but that cannot work.
+
+    A synthetic dataset's options (classes: 0, n: 10**12), an initializer's options that
+    contradict each other (uniform low > high), and a network too large for this machine's
+    memory are refused here, before any data is made or any weight allocated. The key paths
+    name keys (data.options.classes) inside values the schema leaves open (a mapping, a layer),
+    so messages.py reports each as `KEY: must be WHAT (got VALUE)`, at its line.
+    """
+    return _dataset_option_problems(config.data) + _init_problems(config.model) + _memory_problems(config)
+
+
+def _dataset_option_problems(data: DataSection) -> list[tuple[tuple, Any, str]]:
+    """A synthetic set's options (synthetic.py), a .csv's or an .npz's (tables.py); a named image set has none."""
+    source = DATASETS.get(data.dataset)
+    if source is None:
+        problems = tables.option_problems(data.dataset, data.options)
+    elif isinstance(source, SyntheticSource):
+        problems = synthetic.option_problems(data.dataset, data.options)
+    else:
+        problems = [(key, f"absent: {data.dataset} takes no options") for key in data.options]
+    return [(("data", "options", key), data.options.get(key), must_be) for key, must_be in problems]
+
+
+def _init_problems(model: ModelSection) -> list[tuple[tuple, Any, str]]:
+    """An initializer's own rules between its options (initializers.py: `option_limits`)."""
+    problems = []
+    for i, layer in enumerate(model.layers):
+        for field in type(layer).model_fields:
+            choice = getattr(layer, field)
+            limits = getattr(INITIALIZERS.get(getattr(choice, "name", None)), "option_limits", None)
+            if isinstance(choice, tuple(INIT_CHOICES.values())) and limits:
+                options = choice.model_dump(exclude={"name"})
+                problems += [(("model", "layers", i, field, key), options[key], must_be)
+                             for key, must_be in limits(options)]
+    return problems
+
+
+def _memory_problems(config: Config) -> list[tuple[tuple, Any, str]]:
+    """A network whose weights, gradients and optimizer state alone would not fit in this machine's memory.
+
+    A lower bound, cheap to compute: the parameter count from the layer widths, with the
+    input width of a named dataset or else 1, times the copies training keeps (as
+    `bpcli inspect` counts them); activations are not counted.
+    """
+    name, source = config.data.dataset, DATASETS.get(config.data.dataset)
+    input_dim = (math.prod(source.image_shape) if isinstance(source, IdxSource)
+                 else synthetic.FEATURES.get(name, 2) if isinstance(source, SyntheticSource) else 1)
+    counts = config.model.parameter_counts(input_dim)
+    state = len(build_optimizer(config.optimizer.name, **optimizer_kwargs(config)).state_names)
+    copies, size = 3 + state, np.dtype(config.model.dtype).itemsize
+    need, memory = sum(counts) * size * copies, physical_memory()
+    if need <= memory:
+        return []
+    widths = [getattr(spec, "units", 0) or 0 for spec in config.model.layers]   # blame the widest layer
+    i = max(range(len(counts)), key=lambda j: (widths[j], counts[j]))
+    key = "units" if widths[i] else "type"
+    return [(("model", "layers", i, key), getattr(config.model.layers[i], key), (
+        f"small enough for this machine's memory: training this network needs at least {memory_size(need)} for "
+        f"{sum(counts)} parameters in {config.model.dtype} (weights, gradients, {config.optimizer.name}'s {state} "
+        f"state arrays and a scratch copy), and this machine has {memory_size(memory)}"))]
 
 
 # -- output --------------------------------------------------------------------------------------

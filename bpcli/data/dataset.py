@@ -1,6 +1,7 @@
 """The Dataset record every loader returns, and its summary for `bpcli data info`.
 
-    Dataset(name, x_train, y_train, x_test, y_test, kind, class_names, source)
+    Dataset(name, x_train, y_train, x_test, y_test, kind, class_names, source, lines)
+    dataset.where(i, test) -> str                where example i is, for messages ('d.csv:12')
     describe_dataset(dataset) -> dict            shapes, value range, class counts
 
 It sits below the loaders (catalog.py for the named sets, tables.py for the
@@ -26,6 +27,14 @@ class Dataset:
     kind: str | None = None            # None: the user's data, whose task follows the loss
     class_names: tuple[str, ...] | None = None
     source: str = ""
+    lines: np.ndarray | None = None    # a CSV's line number of each training example
+
+    def where(self, i: int, test: bool = False) -> str:
+        """Example i of the training (or test) set, as a message names it: 'd.csv:12', 'd.npz: y[5]', 'xor: y[5]'."""
+        if self.lines is not None and not test:
+            return f"{self.source}:{self.lines[i]}"
+        name = self.source if self.kind is None and self.source else self.name
+        return f"{name}: {'y_test' if test else 'y'}[{i}]"
 
 
 def describe_dataset(dataset: Dataset) -> dict:

@@ -1,6 +1,6 @@
 """From a Dataset's raw arrays to the float arrays a model trains on.
 
-    prepare(dataset, task, val_fraction, seed, preprocess, dtype) -> Prepared
+    prepare(dataset, task, val_fraction, seed, preprocess, dtype, outputs) -> Prepared
 
 The task comes from the loss (multiclass, binary or regression) and decides
 the form of the targets. The validation set is carved out of the training set
@@ -66,25 +66,56 @@ class Preprocessor:
 
 # -- targets -----------------------------------------------------------------
 
-def class_labels(y, name: str, class_names=None) -> tuple[np.ndarray, tuple[str, ...]]:
-    """Integer labels 0..C-1 and the class names; text labels ("cat", "dog") become classes in sorted order."""
+# Beyond this a label is a mistake (a regression target, an ID column), and the confusion matrix alone
+# (classes x classes counts) would take gigabytes: 10000 classes make an 800 MB one.
+MAX_CLASSES = 10_000
+
+
+def class_labels(y, name: str, class_names=None, where=None) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Integer labels 0..C-1 and the class names; text labels ("cat", "dog") become classes in sorted order.
+
+    With `class_names` (a named dataset's, or a trained model's) every label must be one of them;
+    without, numeric labels are class indices below MAX_CLASSES. `where(i)` names example i in a
+    message ('d.csv:12'); by default 'NAME: y[i]'.
+    """
+    where = where or (lambda i: f"{name}: y[{i}]")
     y = np.asarray(y).reshape(len(y), -1)
     if y.shape[1] != 1:
         raise DataError(f"{name}: cross_entropy needs one class label per example, got {y.shape[1]} columns")
     y = y[:, 0]
     if y.dtype.kind in "US":
-        names = tuple(class_names or sorted(set(y.tolist())))
-        unknown = sorted(set(y.tolist()) - set(names))
-        if unknown:
-            raise DataError(f"{name}: class {unknown[0]!r} is not one of {', '.join(names)}")
-        return np.searchsorted(np.array(names), y).astype(np.int64), names
+        return _text_labels(y, name, class_names)
+    if y.dtype.kind not in "biuf":
+        raise DataError(f"{name}: cross_entropy needs class labels, not values of type {y.dtype}")
+    first = lambda mask: int(np.flatnonzero(mask)[0])  # noqa: E731
     if y.dtype.kind == "f" and not np.all(np.mod(y, 1) == 0):
-        raise DataError(f"{name}: cross_entropy needs integer class labels; found {y[np.mod(y, 1) != 0][0]}")
+        i = first(np.mod(y, 1) != 0)
+        raise DataError(f"{where(i)}: cross_entropy needs integer class labels; found {y[i]}")
+    if y.size and y.min() < 0:
+        i = first(y < 0)
+        raise DataError(f"{where(i)}: class labels must be 0 or more; found {y[i]:g}")
+    limit = len(class_names) if class_names else MAX_CLASSES
+    if y.size and y.max() >= limit:
+        i = first(y >= limit)
+        if class_names:
+            raise DataError(f"{where(i)}: class label {y[i]:g} is not one of the {limit} classes (0 to {limit - 1})")
+        raise DataError(f"{where(i)}: class label {y[i]:g} is too large: labels are class indices 0 to C-1, and "
+                        f"bpcli takes at most {MAX_CLASSES} classes (is this column a regression target?)")
     labels = y.astype(np.int64)
-    if labels.size and labels.min() < 0:
-        raise DataError(f"{name}: class labels must be 0 or more; found {labels.min()}")
     n_classes = max(len(class_names or ()), int(labels.max(initial=-1)) + 1)
     return labels, tuple(class_names or (str(c) for c in range(n_classes)))
+
+
+def _text_labels(y: np.ndarray, name: str, class_names) -> tuple[np.ndarray, tuple[str, ...]]:
+    found = set(y.tolist())
+    if not class_names and len(found) > MAX_CLASSES:
+        raise DataError(f"{name}: the target holds {len(found)} different texts, but bpcli takes at most "
+                        f"{MAX_CLASSES} classes (is this column a regression target or an ID?)")
+    names = tuple(class_names or sorted(found))
+    unknown = sorted(found - set(names))
+    if unknown:
+        raise DataError(f"{name}: class {unknown[0]!r} is not one of {', '.join(names)}")
+    return np.searchsorted(np.array(names), y).astype(np.int64), names
 
 
 def numeric_targets(y, task: str, name: str) -> np.ndarray:
@@ -98,14 +129,50 @@ def numeric_targets(y, task: str, name: str) -> np.ndarray:
     return values
 
 
-def _targets(dataset: Dataset, task: str):
-    """(y_train, y_test, class_names) in the loss's form."""
-    if task == "multiclass":
-        y_train, names = class_labels(dataset.y_train, dataset.name, dataset.class_names)
-        y_test = None if dataset.y_test is None else class_labels(dataset.y_test, dataset.name, names)[0]
-        return y_train, y_test, names
-    y_test = None if dataset.y_test is None else numeric_targets(dataset.y_test, task, dataset.name)
-    return numeric_targets(dataset.y_train, task, dataset.name), y_test, None
+def _targets(dataset: Dataset, task: str, outputs: int | None = None, class_names=None):
+    """(y_train, y_test, class_names) in the loss's form; with `outputs`, checked against the model's width.
+
+    `class_names`: a trained model's classes, for data that does not name its own (a CSV, an NPZ):
+    every label must be one of them, and text labels are numbered as the model numbered them.
+    """
+    name = dataset.source if dataset.kind is None and dataset.source else dataset.name
+    if task != "multiclass":
+        y_train = numeric_targets(dataset.y_train, task, name)
+        y_test = None if dataset.y_test is None else numeric_targets(dataset.y_test, task, name)
+        _check_columns(name, y_train, outputs)
+        return y_train, y_test, None
+    known = dataset.class_names or (tuple(class_names) if class_names else None)
+    y_train, names = class_labels(dataset.y_train, name, known, dataset.where)
+    y_test = None
+    if dataset.y_test is not None:
+        numeric = known is None and np.asarray(dataset.y_train).dtype.kind not in "US"
+        test_where = lambda i: dataset.where(i, test=True)  # noqa: E731
+        y_test, test_names = class_labels(dataset.y_test, name, None if numeric else names, test_where)
+        names = test_names if len(test_names) > len(names) else names   # numeric: the classes of both sets
+    if outputs is not None:
+        names = _fit_outputs(dataset, names, known, y_train, y_test, outputs)
+    return y_train, y_test, names
+
+
+def _check_columns(name: str, y: np.ndarray, outputs: int | None) -> None:
+    if outputs is not None and y.shape[1] != outputs:
+        raise DataError(f"{name}: the target has {y.shape[1]} value{'s' * (y.shape[1] != 1)} per example, but "
+                        f"the model has {outputs} output{'s' * (outputs != 1)}: give the last dense layer "
+                        f"units: {y.shape[1]}")
+
+
+def _fit_outputs(dataset: Dataset, names: tuple[str, ...], known, y_train, y_test, outputs: int) -> tuple[str, ...]:
+    """Every class must have an output; numeric classes the data does not show are named up to the outputs."""
+    numeric = known is None and names == tuple(str(c) for c in range(len(names)))
+    for labels, test in ((y_train, False), (y_test, True)):
+        if labels is not None and labels.size and labels.max() >= outputs:
+            i = int(np.flatnonzero(labels >= outputs)[0])
+            label = labels[i] if numeric else repr(names[labels[i]])
+            shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+            raise DataError(f"{dataset.where(i, test)}: class {label} is beyond the model's {outputs} outputs "
+                            f"(classes 0 to {outputs - 1}); the data has {len(names)} classes ({shown}), so the "
+                            f"last dense layer needs units: {len(names)}")
+    return tuple(str(c) for c in range(outputs)) if numeric and len(names) < outputs else names
 
 
 # -- the validation split ------------------------------------------------------
@@ -149,9 +216,16 @@ class Splits:
     val_hash: str
 
 
-def split_dataset(dataset: Dataset, task: str, val_fraction: float, seed: int) -> Splits:
-    """Targets in the loss's form, and the validation split carved out of the training set."""
-    y_all, y_test, class_names = _targets(dataset, task)
+def split_dataset(dataset: Dataset, task: str, val_fraction: float, seed: int, outputs: int | None = None,
+                  class_names=None) -> Splits:
+    """Targets in the loss's form, and the validation split carved out of the training set.
+
+    With `outputs` (the model's output width) the targets are checked against it
+    before anything trains: a class label the model has no output for, or a target
+    of another width, is a DataError naming the example. With `class_names` (a
+    trained model's), labels must be among them (evaluating on other data).
+    """
+    y_all, y_test, class_names = _targets(dataset, task, outputs, class_names)
     train_idx, val_idx = split_validation(_stratify_by(y_all, task), len(y_all), val_fraction, seed)
     return Splits(dataset.x_train[train_idx], y_all[train_idx], dataset.x_train[val_idx], y_all[val_idx],
                   dataset.x_test, y_test, class_names, indices_hash(val_idx))
@@ -179,9 +253,12 @@ class Prepared:
 
 
 def prepare(dataset: Dataset, task: str, *, val_fraction: float = 0.1, seed: int = 0,
-            preprocess: str = "scale", dtype: str = "float32") -> Prepared:
-    """Split off validation data, fit preprocessing on the rest, and convert inputs and targets."""
-    s = split_dataset(dataset, task, val_fraction, seed)
+            preprocess: str = "scale", dtype: str = "float32", outputs: int | None = None) -> Prepared:
+    """Split off validation data, fit preprocessing on the rest, and convert inputs and targets.
+
+    `outputs`: the model's output width, to check the targets against before training (split_dataset).
+    """
+    s = split_dataset(dataset, task, val_fraction, seed, outputs)
     pre = Preprocessor(preprocess).fit(s.x_train)
     x_of = lambda x: None if x is None or len(x) == 0 else pre.transform(x, dtype)  # noqa: E731
     y_of = lambda y: None if y is None or len(y) == 0 else loss_targets(y, task, dtype)  # noqa: E731

@@ -4,6 +4,10 @@ Contract: `init(rng, shape, fan_in, fan_out, **options) -> float64 array`.
 Values are always drawn in float64 and cast by the model, so the same seed gives
 the same weights (up to rounding) whatever dtype the model trains in.
 
+An initializer whose options must agree with each other states it in
+`option_limits(options) -> [(option, what it must be)]`, which the config
+checks before anything is built (uniform: low at most high).
+
 Why the scale matters: with `fan_in` inputs of unit variance, `z = x @ W` has
 variance `fan_in * var(W)`. Glorot keeps the variance of both the forward signal
 and the backward gradient near 1 for symmetric activations (tanh, sigmoid);
@@ -13,6 +17,7 @@ He doubles it to make up for ReLU zeroing half of its inputs.
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 
@@ -31,6 +36,19 @@ def normal(rng, shape, fan_in, fan_out, mean: float = 0.0, std: float = 0.01):
 
 def uniform(rng, shape, fan_in, fan_out, low: float = -0.05, high: float = 0.05):
     return rng.uniform(low, high, size=shape)
+
+
+def _uniform_limits(options: dict) -> list[tuple[str, str]]:
+    """U(low, high) needs low <= high, and a width high - low that is a finite float."""
+    low, high = options["low"], options["high"]
+    if low > high:
+        return [("low", f"at most high ({high:g})")]
+    if not math.isfinite(high - low):
+        return [("high", f"within {sys.float_info.max:.3g} of low ({low:g})")]
+    return []
+
+
+uniform.option_limits = _uniform_limits
 
 
 def glorot_uniform(rng, shape, fan_in, fan_out):

@@ -191,7 +191,8 @@ def _split_arrays(checkpoint, r: Restored, dataset, split, data_dir):
     name = dataset or data.dataset
     options = data.options if name == data.dataset else {}
     raw = load_dataset(name, data_dir=data_dir or data.data_dir, mirrors=data.mirrors, options=options, seed=seed)
-    s = split_dataset(raw, r.task, data.val_fraction if split != "test" else 0.0, seed)
+    s = split_dataset(raw, r.task, data.val_fraction if split != "test" else 0.0, seed,
+                      outputs=r.model.output_dim, class_names=r.class_names)  # labels the model has no output for
     if split == "test":
         if s.x_test is None:
             raise DataError(f"{name} has no test set; use --split val or --split train")

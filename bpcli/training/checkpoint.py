@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from bpcli.errors import CheckpointError
-from bpcli.fileio import write_file
+from bpcli.fileio import open_regular, physical_memory, write_file
 
 FORMAT = "bpcli-checkpoint"
 VERSION = 1
@@ -92,14 +92,28 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
 
 
 def _read(path: Path) -> bytes:
+    """The file's bytes, read only if it is a regular file of a size this machine can load.
+
+    A device (/dev/zero) or a pipe never ends, so it is refused unread. Only a file
+    that starts like a safetensors file (a header length that fits, then '{') is read
+    whole; anything else, such as a sparse file of zeros, is judged by its first bytes.
+    """
     try:
-        if path.stat().st_size > MAX_BYTES:
-            raise CheckpointError(f"{path}: {path.stat().st_size} bytes is too large for a bpcli checkpoint")
-        return path.read_bytes()
+        f, size = open_regular(path, "checkpoint")
+        with f:
+            limit = min(MAX_BYTES, physical_memory() // 3)   # the bytes, then the arrays parsed from them
+            if size > limit:
+                raise CheckpointError(f"{path}: {size} bytes is too large for a bpcli checkpoint (at most "
+                                      f"{limit} bytes here)")
+            head = f.read(9)
+            length = int.from_bytes(head[:8], "little")
+            if len(head) < 9 or head[8:9] != b"{" or length > size - 8:
+                return head + f.read(256)
+            return head + f.read(size - 9)
     except IsADirectoryError:
         raise CheckpointError(f"{path} is a folder; give a checkpoint file or use --resume RUN_DIR") from None
-    except OSError as error:
-        raise CheckpointError(f"cannot read checkpoint {path}: {error.strerror or error}") from None
+    except (OSError, ValueError) as error:   # ValueError: a NUL byte in the path
+        raise CheckpointError(f"cannot read checkpoint {path}: {getattr(error, 'strerror', None) or error}") from None
 
 
 FOREIGN = ((b"\x80", "a Python pickle"), (b"PK", "a zip archive (.pt or .npz)"), (b"\x93NUMPY", "a .npy array"))
@@ -249,9 +263,19 @@ def _show(value) -> str:
 
 
 def _refuse_non_finite(path: Path, tensors: dict[str, np.ndarray]) -> None:
-    """bpcli never writes non-finite weights (or preprocessing), so such a file is damaged."""
+    """bpcli never writes non-finite weights (or preprocessing), so such a file is damaged.
+
+    Nor can a finite run produce a non-finite optimizer state (a NaN or infinite
+    gradient stops training before the update), and one loaded would turn the
+    weights non-finite at the first step of a resumed run.
+    """
     bad = [name for name, t in tensors.items()
            if name.startswith(("layers.", "best.", "preprocess.")) and t.dtype.kind == "f" and not np.isfinite(t).all()]
     if bad:
         raise CheckpointError(f"{path}: non-finite values in {', '.join(sorted(bad)[:3])}: the weights are damaged "
                               "(bpcli never writes non-finite weights)")
+    bad = [name for name, t in tensors.items()
+           if name.startswith("optimizer.") and t.dtype.kind == "f" and not np.isfinite(t).all()]
+    if bad:
+        raise CheckpointError(f"{path}: non-finite values in {', '.join(sorted(bad)[:3])}: the optimizer state is "
+                              "damaged (a resumed run would turn every weight it touches into NaN)")
