@@ -413,10 +413,8 @@ def test_the_targets_are_checked_against_the_models_outputs_before_training():
     assert fewer.class_names == ("0", "1", "2", "3")   # so that its checkpoint names one class per output
 
 
-@pytest.mark.xfail(strict=True, reason="training/run.py:prepare_data must pass outputs= to prepare() "
-                                       "(the model's output width); not a file of this change")
 @pytest.mark.parametrize("labels, line", [
-    ([0, 1, 5], "error: DATA:3: class 5 is beyond the model's 3 outputs"),
+    ([0, 1, 5], "error: DATA:4: class 5 is beyond the model's 3 outputs"),
     (["cat", "dog", "bird", "fish"], "error: DATA:5: class 'fish' is beyond the model's 3 outputs"),
 ])
 def test_training_on_labels_beyond_the_models_outputs_is_refused_before_training(tmp_path, labels, line):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from bpcli.config.loading import parse_config_text
@@ -46,8 +47,10 @@ def prepare_data(config: Config | dict, data_dir: str | None = None, on_progress
     data, seed = config.data, config.training.seed
     dataset = load_dataset(data.dataset, data_dir=data_dir or data.data_dir, mirrors=data.mirrors,
                            options=data.options, seed=seed, on_progress=on_progress)
+    input_dim = int(np.prod(dataset.x_train.shape[1:]))
     return prepare(dataset, LOSSES[config.loss.name].kind, val_fraction=data.val_fraction, seed=seed,
-                   preprocess=data.preprocess, dtype=config.model.dtype)
+                   preprocess=data.preprocess, dtype=config.model.dtype,
+                   outputs=config.model.output_width(input_dim))   # targets checked against the outputs
 
 
 def find_checkpoint(run: RunDir, on_warning=None) -> Checkpoint:
