@@ -602,3 +602,15 @@ def test_importing_the_app_installs_no_signal_handler():
               "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert result.stdout == "True\n", result.stderr
+
+
+def test_inspect_of_a_config_whose_csv_is_a_device_does_not_hang(tmp_path):
+    """inspect reads only the header of a CSV, and only of a regular file: /dev/zero is refused unread."""
+    (tmp_path / "zero.csv").symlink_to("/dev/zero")
+    config = tmp_path / "z.yaml"
+    config.write_text(f"model: {{layers: [{{type: dense, units: 3}}]}}\ndata: {{dataset: {tmp_path / 'zero.csv'}}}\n")
+    result = subprocess.run([sys.executable, "-m", "bpcli", "inspect", str(config)], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 4
+    assert result.stderr.startswith(f"error: {tmp_path / 'zero.csv'}: cannot read as CSV (a character device, not a "
+                                    "regular file")

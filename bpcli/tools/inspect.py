@@ -24,7 +24,8 @@ import numpy as np
 from bpcli.config.loading import load_config
 from bpcli.config.sections import Config, optimizer_kwargs, resolved_dict
 from bpcli.data.catalog import DATASETS, IdxSource, SyntheticSource, load_dataset, load_synthetic
-from bpcli.errors import CheckpointError, ConfigError
+from bpcli.data.tables import read_csv_header
+from bpcli.errors import CheckpointError, ConfigError, DataError
 from bpcli.nn.layers import Layer, named
 from bpcli.nn.losses import LOSSES
 from bpcli.nn.model import Model, build_model, next_activation
@@ -133,9 +134,8 @@ def _features(shape: tuple) -> int:
 def _csv_features(path: str, options: dict) -> int | None:
     """From the header row: the listed features, or every column but the target (as data.load_csv takes them)."""
     try:
-        with open(path, newline="") as f:
-            header = [h.strip() for h in next(csv.reader(f), [])]
-    except (OSError, UnicodeDecodeError, csv.Error):
+        header = read_csv_header(path)   # a regular file only, its first line bounded: /dev/zero cannot hang it
+    except (OSError, UnicodeDecodeError, csv.Error, DataError):
         return None
     target, features = options.get("target", "label"), options.get("features")
     if target not in header or (features and not set(features) <= set(header)):
