@@ -197,7 +197,8 @@ def test_the_metric_and_its_direction_are_the_sweeps_own(folder):
 def test_a_missing_base_and_the_base_files_own_problems(folder):
     output = refused(folder, SWEEP.replace("base: base.yaml", "base: nothere.yaml"))
     assert output == ("error: sweep.yaml: 1 problem in the sweep file:\n  sweep.yaml:1:1 base: no config file at "
-                      "nothere.yaml (a relative path is taken from the current folder, else from the sweep file's)\n")
+                      "nothere.yaml, and no shipped config of that name (a relative path is taken from the current "
+                      "folder, else from the sweep file's)\n")
     (folder / "base.yaml").write_text(BASE.replace("units: 16", "units: -16"))
     output = refused(folder, SWEEP)
     assert output == ("error: base.yaml: 1 problem in the config:\n"
@@ -316,3 +317,32 @@ def test_the_documented_sweep_files_are_valid(document, after, tmp_path, monkeyp
     (tmp_path / "example.yaml").write_text(example)
     monkeypatch.chdir(root)   # the examples name their base from the checkout's root
     assert load_sweep(tmp_path / "example.yaml").trials == 20
+
+
+def test_summary_json_never_keeps_a_storage_password(folder):
+    from types import SimpleNamespace
+
+    from bpcli.sweep.driver import Driver
+    from bpcli.sweep.sweepdir import SweepDir
+
+    sweep = load_sweep(write(folder, SWEEP))
+    remote = SimpleNamespace(local=False, address="tcp://10.0.0.5:8786")
+    record = Driver(sweep, SweepDir("sweeps/s-1"), remote, "postgresql://me:secret@db.example:5432/optuna", None,
+                    None).storage_record()
+    assert record == {"kind": "url", "where": "postgresql://db.example:5432/optuna"}
+    assert Driver(sweep, SweepDir("sweeps/s-1"), remote, None, None, None).storage_record()["kind"] == "scheduler"
+
+
+def test_the_shipped_sweeps_run_by_name_from_any_folder(tmp_path, monkeypatch):
+    from bpcli.sweep.spec import examples
+
+    monkeypatch.chdir(tmp_path)   # no configs/ here: the base is the shipped config of that name
+    assert "quickstart-lr" in examples()
+    for name in examples():
+        sweep = load_sweep(name)
+        assert sweep.base.name == "quickstart.yaml" and sweep.name == name
+        assert all(sample["error"] is None for sample in preview(sweep, 3))
+    result = runner.invoke(app, ["sweep", "nothing-here.yaml"])
+    assert result.exit_code == 2 and result.output == (
+        f"error: nothing-here.yaml: no such sweep file, and no shipped sweep of that name (they are: "
+        f"{', '.join(examples())})\n")

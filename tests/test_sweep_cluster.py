@@ -219,7 +219,7 @@ def dask_processes(tmp_path):
         with distributed.Client(scheduler_file=str(scheduler_file), timeout=30) as client:
             client.wait_for_workers(2, timeout=60)
             address = client.scheduler.address
-        yield address, worker_tmp
+        yield address, worker_tmp, processes[1:]
     finally:
         for process in reversed(processes):
             process.terminate()
@@ -230,26 +230,41 @@ def dask_processes(tmp_path):
                 process.kill()
 
 
-def test_separate_dask_processes_send_the_run_directories_back(tmp_path, dask_processes):
-    """The workers share no folder with the sweep: each trial trains in the workers' own temporary folder
-    (left clean), and its run directory arrives in the sweep directory through Dask."""
-    address, worker_tmp = dask_processes
+def test_separate_dask_processes_send_the_run_directories_back_and_survive_a_killed_worker(tmp_path,
+                                                                                           dask_processes):
+    """The workers share no folder with the sweep: each trial trains in the workers' own temporary folder,
+    and its run directory arrives in the sweep directory through Dask. A worker SIGKILLed in the middle
+    of a trial (its nanny starts it again) has its trial run again: every trial is recorded once."""
+    import psutil
+
+    address, worker_tmp, workers = dask_processes
     driver = tmp_path / "driver"
     driver.mkdir()
-    (driver / "base.yaml").write_text(BASE)
+    (driver / "base.yaml").write_text(BASE.replace("n: 300", "n: 3000").replace("epochs: 6", "epochs: 20"))
     (driver / "sweep.yaml").write_text(SWEEP.replace("trials: 12", "trials: 4").replace("seed: 3", "seed: 5")
                                        .replace("  loss.l2: {choice: [0.0, 1.0e-4, 1.0e+5]}\n", "")
                                        .replace("{choice: [0.0, 0.5, 0.9]}", "{choice: [0.5, 0.9]}"))
-    result = subprocess.run([sys.executable, "-m", "bpcli", "sweep", "sweep.yaml", "--cluster", address, "--json"],
-                            cwd=driver, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    summary = json.loads(result.stdout)
+    sweep = subprocess.Popen([sys.executable, "-m", "bpcli", "sweep", "sweep.yaml", "--cluster", address, "--json"],
+                             cwd=driver, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert sweep.stderr.readline().startswith("sweep sweeps/")
+    for _ in range(600):   # until both workers are in the middle of a trial (each has its folder)
+        if len(list(worker_tmp.glob("bpcli-trial-*"))) == 2:
+            break
+        time.sleep(0.05)
+    worker = next(child for child in psutil.Process(workers[0].pid).children()   # under the `dask worker` nanny
+                  if "spawn_main" in " ".join(child.cmdline()))
+    worker.kill()
+    out, err = sweep.communicate(timeout=300)
+    assert sweep.returncode == 0, err
+    summary = json.loads(out)
     sweep_dir = driver / summary["sweep_dir"]
     trials = rows(sweep_dir)
     assert [t["number"] for t in trials] == [0, 1, 2, 3] and summary["cluster"] == address
-    assert len({t["worker"] for t in trials}) == 2 and all(t["state"] in ("complete", "pruned") for t in trials)
+    assert all(t["state"] in ("complete", "pruned") for t in trials), trials
     for t in trials:
         run = sweep_dir / "trials" / str(t["number"])
         assert (run / "checkpoints" / "best.safetensors").is_file() and (run / "metrics.csv").is_file()
-    assert not list(worker_tmp.glob("bpcli-trial-*"))   # the workers' folders were removed
+        assert len((run / "metrics.csv").read_text().splitlines()) == 1 + t["epochs_run"]
+    left = list(worker_tmp.glob("bpcli-trial-*"))   # the workers remove their folders; the killed one could not
+    assert len(left) == 1
     assert (sweep_dir / "study.journal").is_file() and (sweep_dir / "best.yaml").is_file()

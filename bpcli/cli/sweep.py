@@ -15,8 +15,9 @@ PREVIEW = 3   # sampled configs --dry-run shows
 @user_errors
 def sweep(
     target: Optional[List[str]] = typer.Argument(None, metavar="SWEEP.yaml | show SWEEP_DIR",
-                                                 help="A sweep file (see configs/sweeps/ and docs/sweeps.md), or "
-                                                      "'show' and a sweep directory to print its best trials."),
+                                                 help="A sweep file, or a shipped sweep's name (quickstart-lr; see "
+                                                      "docs/sweeps.md), or 'show' and a sweep directory to print its "
+                                                      "best trials."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Worker processes on this machine "
                                           "(default: one per core)."),
     cluster: Optional[str] = typer.Option(None, "--cluster", metavar="ADDRESS", help="Run the trials on a running "
@@ -41,43 +42,51 @@ def sweep(
     running trials save a checkpoint, and --resume SWEEP_DIR continues it. Needs the sweep extra:
     pip install "bpcli[sweep]".
 
-    Example: bpcli sweep configs/sweeps/quickstart-lr.yaml --workers 2; bpcli sweep show sweeps/quickstart-lr-*
+    Example: bpcli sweep quickstart-lr --workers 2 (a shipped sweep); bpcli sweep show sweeps/quickstart-lr-*
     """
-    from bpcli.errors import ConfigError
-
     target = target or []
     if target[:1] == ["show"]:
-        if len(target) != 2:
-            raise ConfigError("bpcli sweep show takes one sweep directory: bpcli sweep show SWEEP_DIR")
-        show_sweep(target[1], top, as_json)
+        show_sweep(check_show(target), top, as_json)
         return
+    check_arguments(target, resume, workers, cluster, dry_run)
+    from bpcli.sweep.engine import require_engines
+    from bpcli.sweep.spec import load_sweep
+
+    require_engines()
+    spec = None if resume else load_sweep(target[0])
+    if spec and trials:
+        spec.set_trials(trials)
+    if dry_run:
+        show_preview(spec, as_json)
+        return
+    summary = run_or_resume(spec, resume, workers, cluster, storage, trials, quiet)
+    if as_json:
+        print_json(summary)
+    else:
+        print_summary(summary)
+
+
+def check_show(target: list[str]) -> str:
+    from bpcli.errors import ConfigError
+
+    if len(target) != 2:
+        raise ConfigError("bpcli sweep show takes one sweep directory: bpcli sweep show SWEEP_DIR")
+    return target[1]
+
+
+def check_arguments(target: list[str], resume, workers, cluster, dry_run: bool) -> None:
+    """One sweep file, or --resume alone; --workers or --cluster; --dry-run of a file only."""
+    from bpcli.errors import ConfigError
+
     if len(target) > 1 or (resume and target) or not (resume or target):
         raise ConfigError("give a sweep file (bpcli sweep SWEEP.yaml), or --resume SWEEP_DIR alone, or "
                           "show SWEEP_DIR")
     if workers and cluster:
         raise ConfigError("--workers starts worker processes on this machine and --cluster uses a running cluster's "
                           "workers: give one of them")
-    from bpcli.sweep.engine import require_engines
-
-    require_engines()
-    spec = None
-    if not resume:
-        from bpcli.sweep.spec import load_sweep
-
-        spec = load_sweep(target[0])
-        if trials:
-            _set_trials(spec, trials)
-        if dry_run:
-            show_preview(spec, as_json)
-            return
-    elif dry_run:
+    if resume and dry_run:
         raise ConfigError("--dry-run previews a sweep file; a sweep directory's trials are in its trials.csv "
                           "(bpcli sweep show SWEEP_DIR)")
-    summary = run_or_resume(spec, resume, workers, cluster, storage, trials, quiet)
-    if as_json:
-        print_json(summary)
-    else:
-        print_summary(summary)
 
 
 def run_or_resume(spec, resume, workers, cluster, storage, trials, quiet) -> dict:
@@ -103,14 +112,6 @@ def run_or_resume(spec, resume, workers, cluster, storage, trials, quiet) -> dic
         typer.echo(f"aborted by a second Ctrl-C: the finished trials are recorded; the running ones start again "
                    f"(from their last checkpoint, if they saved one).{where}", err=True)
         raise typer.Exit(130)
-
-
-def _set_trials(spec, trials: int) -> None:
-    from bpcli.errors import ConfigError
-
-    if spec.sampler == "grid" and trials > spec.trials:
-        raise ConfigError(f"--trials {trials}: the grid has {spec.trials} points, so at most {spec.trials} trials")
-    spec.trials = trials
 
 
 # -- --dry-run -----------------------------------------------------------------------------------

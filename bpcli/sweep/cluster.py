@@ -6,7 +6,10 @@
 By default a LocalCluster of worker processes on 127.0.0.1 only (nothing
 listens on another interface), one per core, each with one thread and one BLAS
 thread: trials run side by side instead of fighting over the cores. The
-workers ignore SIGINT, so a Ctrl-C in the terminal reaches the driver alone. With an
+workers ignore SIGINT, so a Ctrl-C in the terminal reaches the driver alone.
+They have no Dask memory limit: Dask's nanny would otherwise poll each
+worker's memory ten times a second and restart a worker past its share of the
+machine's memory, killing a trial that bpcli's own size checks let start. With an
 address (tcp://HOST:8786) the client joins a running cluster (`dask scheduler`
 and `dask worker`s, or one from dask-jobqueue or dask-kubernetes); its workers
 need bpcli installed, and share no folder with this machine. A worker with
@@ -64,7 +67,7 @@ def connect(workers: int | None = None, address: str | None = None):
     with sigint_ignored():   # the workers inherit it: Ctrl-C in a terminal reaches the driver alone
         cluster = distributed.LocalCluster(n_workers=workers or cores(), threads_per_worker=1, processes=True,
                                            host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR,
-                                           env=BLAS_THREADS)
+                                           env=BLAS_THREADS, memory_limit=0)
     client = distributed.Client(cluster)
     try:
         yield Cluster(client, cluster.scheduler_address, local=True)

@@ -42,7 +42,7 @@ from urllib.parse import urlsplit
 
 from bpcli.config.sections import resolved_dict
 from bpcli.config.yamlio import dump_yaml
-from bpcli.errors import ConfigError, Interrupted
+from bpcli.errors import CheckpointError, ConfigError, DiskFullError, Interrupted
 from bpcli.sweep.cluster import connect
 from bpcli.sweep.engine import ask, journal_storage, open_study, quiet_optuna, require_engines
 from bpcli.sweep.space import PARAMS
@@ -79,7 +79,7 @@ def resume_sweep(path, *, workers: int | None = None, address: str | None = None
                           "base.yaml)")
     sweep = load_sweep(sweep_dir.sweep_yaml, base=sweep_dir.base_yaml)
     if trials:
-        sweep.trials = trials
+        sweep.set_trials(trials)
     recorded = sweep_dir.read_summary().get("storage") or {}
     if recorded.get("kind") == "url" and not storage:
         raise ConfigError(f"the study of {sweep_dir} is in the database {recorded['where']}: give its URL again "
@@ -331,7 +331,12 @@ class SweepLoop:
         files = outcome.get("files") or {}
         summary = _json_file(files.get("summary.json"))
         if files and config is not None:
-            self.sweep_dir.write_trial(number, files, dump_yaml(config))
+            try:
+                self.sweep_dir.write_trial(number, files, dump_yaml(config))
+            except CheckpointError as error:
+                if isinstance(error, DiskFullError):   # nothing more can be written: stop, resumably
+                    raise
+                outcome = {**outcome, "state": "fail", "value": None, "error": str(error)}
         row = {"number": number, "state": outcome["state"], "value": outcome["value"],
                "best_epoch": summary.get("best_epoch"), "epochs_run": summary.get("epochs_run"),
                "seconds": outcome.get("seconds"), "training_seconds": summary.get("seconds"),

@@ -1,8 +1,9 @@
 """The sweep file: a base config, the space to search, how to search it, and what to fix.
 
     load_sweep(path) -> Sweep    read and validate; one ConfigError listing every problem at its line
+    examples() -> {name: path}   the sweep files that ship with bpcli: `bpcli sweep quickstart-lr` runs one
 
-    base: configs/spirals.yaml            # every trial starts from it (from the current folder, else the file's)
+    base: configs/spirals.yaml            # every trial starts from it (a file, else a shipped config)
     metric: val_accuracy                  # optimized in its own direction; default: the base's training.monitor
     trials: 20                            # how many; for a grid, at most (and by default) the grid's size
     sampler: tpe                          # grid | random | tpe
@@ -37,7 +38,7 @@ from typing import Annotated, Any, Literal, Optional, get_args, get_origin
 
 from pydantic import AfterValidator, BaseModel, Field, ValidationError
 
-from bpcli.config.loading import load_config, parse_config_text
+from bpcli.config.loading import config_path, load_config, parse_config_text
 from bpcli.config.messages import located, problem, show
 from bpcli.config.schema import Strict, tagged, unwrap, variants_of
 from bpcli.config.sections import MONITORS, Config
@@ -47,6 +48,7 @@ from bpcli.nn.metrics import resolve_mode
 from bpcli.sweep.engine import PRUNER_OPTIONS, SAMPLERS, NoPruner
 from bpcli.sweep.space import PARAMS, grid_size
 
+EXAMPLES = Path(__file__).resolve().parent / "examples"
 RESERVED = {"training.monitor": "the sweep's `metric` sets it", "training.mode": "the metric's own direction sets it"}
 
 
@@ -104,25 +106,52 @@ class Sweep:
                 "space": {key: {kind: values} for key, (kind, values) in self.space.items()},
                 "set": dict(self.fixed), "name": self.name, "output_dir": self.output_dir}
 
+    def set_trials(self, trials: int) -> None:
+        """Another number of trials (--trials); a grid's cannot exceed its size."""
+        size = grid_size(self.space) if self.sampler == "grid" else None
+        if size is not None and trials > size:
+            raise ConfigError(f"--trials {trials}: the grid has {size} points, so at most {size} trials")
+        self.trials = trials
+
     def grid(self) -> dict[str, list] | None:
         """{key: every value} for the grid sampler; None if a dimension is continuous."""
         points = {key: PARAMS[kind].grid(values) for key, (kind, values) in self.space.items()}
         return None if any(v is None for v in points.values()) else points
 
 
+def examples() -> dict[str, Path]:
+    """The sweep files that ship with bpcli (bpcli/sweep/examples/), by name: quickstart-lr, ..."""
+    return {path.stem: path for path in sorted(EXAMPLES.glob("*.yaml"))}
+
+
+def sweep_path(path: str | Path) -> Path:
+    """The sweep file itself if it exists, else the shipped example of that name ("quickstart-lr")."""
+    path = Path(path)
+    if path.exists():
+        return path
+    example = examples().get(path.name.removesuffix(".yaml").removesuffix(".yml"))
+    if example is None:
+        raise ConfigError(f"{path}: no such sweep file, and no shipped sweep of that name (they are: "
+                          f"{', '.join(examples())})")
+    return example
+
+
 def load_sweep(path: str | Path, base: str | Path | None = None) -> Sweep:
-    """Read a sweep file and validate it, and its base config with it; every problem at its line.
+    """Read a sweep file (or a shipped one by name) and validate it, and its base config with it; every
+    problem at its line.
 
     `base` replaces the file's base config (a resumed sweep: the copy in its sweep directory).
     """
+    path = sweep_path(path)
     name = str(path)
     doc = read_yaml_file(path)
     spec = _validated_file(doc, name)
     base = Path(base) if base is not None else _base_path(spec.base, Path(name))
     if base is None:
         tried = " or ".join(dict.fromkeys([str(Path(spec.base)), str(Path(name).parent / spec.base)]))
-        raise _sweep_error(name, [(("base",), f"no config file at {tried} (a relative path is taken from the "
-                                              "current folder, else from the sweep file's)")], doc.positions)
+        raise _sweep_error(name, [(("base",), f"no config file at {tried}, and no shipped config of that name (a "
+                                              "relative path is taken from the current folder, else from the "
+                                              "sweep file's)")], doc.positions)
     base_config = load_config(base)   # the base's own problems, at its own lines
     base_text = base.read_text(encoding="utf-8-sig")
     metric = spec.metric or base_config.training.monitor
@@ -139,11 +168,15 @@ def load_sweep(path: str | Path, base: str | Path | None = None) -> Sweep:
 
 
 def _base_path(written: str, sweep_file: Path) -> Path | None:
-    """The base config's path: as written (from the current folder), else from the sweep file's folder."""
+    """The base config's path: as written (from the current folder), else from the sweep file's folder,
+    else the shipped config of that name (configs/quickstart.yaml works from any folder)."""
     for path in (Path(written), sweep_file.parent / written):
         if path.is_file():
             return path
-    return None
+    try:
+        return config_path(written)
+    except ConfigError:
+        return None
 
 
 def _sweep_error(name: str, problems: list[tuple[tuple, str]], positions: dict) -> ConfigError:

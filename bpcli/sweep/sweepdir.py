@@ -120,6 +120,10 @@ class SweepDir:
         base config's output folder instead, so `bpcli train trials/<n>/config.yaml` runs anywhere.
         """
         target = self.trial(number)
+        strays = [name for name in files if Path(name).is_absolute() or ".." in Path(name).parts]
+        if strays:
+            raise CheckpointError(f"trial {number}'s files came back with paths outside its run directory "
+                                  f"({', '.join(strays[:3])}); nothing of it was written")
         staging = self.trials_dir / f".{number}.arriving"
         shutil.rmtree(staging, ignore_errors=True)
         try:

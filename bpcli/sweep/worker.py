@@ -8,8 +8,9 @@ A worker shares no folder with the driver: the trial trains in a folder of its
 own under the worker's temporary directory, and its run directory (config,
 metrics, layers, summary, checkpoints) travels back inside the outcome as
 {relative path: bytes}, for the driver to write under trials/<n>/. The study
-lives on the Dask scheduler (optuna-integration's DaskStorage): the worker
-reports to it and asks its pruner there, by the trial's id.
+lives on the Dask scheduler (optuna-integration's DaskStorage): with a pruner,
+the worker reports each epoch to it and asks the pruner there, by the trial's
+id (without one, nothing: the epochs are in the run directory's metrics).
 
 The outcome says how the trial ended: complete (its value is the best epoch's
 metric), pruned (its value is the last metric reported), fail (diverged, a
@@ -102,13 +103,14 @@ def run_trial(task: dict) -> dict:
     started = time.perf_counter()
     folder = Path(tempfile.mkdtemp(prefix=f"bpcli-trial-{task['number']}-"))
     try:
-        trial = _trial(task["study"], task["trial_id"])
         stop = StopRequest()
-        callbacks = [Pruning(trial, task["metric"]), StopWhenAsked(task["study"]["stop_event"], stop)]
+        pruning = Pruning(_trial(task["study"], task["trial_id"]), task["metric"]) \
+            if task["study"]["pruner"]["name"] != "none" else None   # without a pruner, no epoch is reported
+        callbacks = [*([pruning] if pruning else []), StopWhenAsked(task["study"]["stop_event"], stop)]
         run = RunDir(folder / "run")
         resume = unpack(run, task.get("resume_files") or {})
         config = {**task["config"], "output": {"dir": str(folder), "name": "run"}}
-        outcome = _train(config, callbacks, stop, resume)
+        outcome = _train(config, callbacks, stop, resume, pruning)
         outcome["files"] = pack(run) if run.path.is_dir() else {}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -116,9 +118,8 @@ def run_trial(task: dict) -> dict:
             "worker": _worker_name()}
 
 
-def _train(config: dict, callbacks: list, stop: StopRequest, resume: str | None) -> dict:
+def _train(config: dict, callbacks: list, stop: StopRequest, resume: str | None, pruning: Pruning | None) -> dict:
     """{state, value, error}: train (or continue an interrupted run), and say how it ended."""
-    pruning = callbacks[0]
     try:
         summary = train_run(config, "trial", callbacks=callbacks, stop=stop, resume=resume)
     except Interrupted:   # the sweep is stopping: the run directory holds a resumable checkpoint
@@ -127,7 +128,7 @@ def _train(config: dict, callbacks: list, stop: StopRequest, resume: str | None)
         return {"state": "fail", "value": None, "error": str(error)}
     except Exception as error:   # a bug: recorded, and the sweep goes on
         return {"state": "fail", "value": None, "error": f"internal error: {type(error).__name__}: {error}"}
-    if pruning.pruned_at is not None:
+    if pruning and pruning.pruned_at is not None:
         return {"state": "pruned", "value": pruning.last, "error": None}
     best = summary["monitor"]["best"]
     if best is None or not math.isfinite(best):
