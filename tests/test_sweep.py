@@ -346,3 +346,12 @@ def test_the_shipped_sweeps_run_by_name_from_any_folder(tmp_path, monkeypatch):
     assert result.exit_code == 2 and result.output == (
         f"error: nothing-here.yaml: no such sweep file, and no shipped sweep of that name (they are: "
         f"{', '.join(examples())})\n")
+
+
+def test_resume_and_show_need_a_sweep_directory(folder):
+    for args in (["--resume", str(folder)], ["show", str(folder)]):
+        result = runner.invoke(app, ["sweep", *args])
+        assert result.exit_code == 2 and result.output == (
+            f"error: {folder} is not a sweep directory made by bpcli sweep (it has no sweep.yaml and base.yaml)\n")
+    result = runner.invoke(app, ["sweep", "--resume", str(folder), "--dry-run"])
+    assert result.exit_code == 2 and "--dry-run previews a sweep file" in result.output

@@ -268,3 +268,16 @@ def test_separate_dask_processes_send_the_run_directories_back_and_survive_a_kil
     left = list(worker_tmp.glob("bpcli-trial-*"))   # the workers remove their folders; the killed one could not
     assert len(left) == 1
     assert (sweep_dir / "study.journal").is_file() and (sweep_dir / "best.yaml").is_file()
+
+
+def test_show_lists_the_best_trials_first(swept):
+    _, sweep_dir, summary, _ = swept
+    result = CliRunner().invoke(app, ["sweep", "show", str(sweep_dir), "--top", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    top = json.loads(result.stdout)["top"]
+    by_value = sorted(rows(sweep_dir), key=lambda t: (-t["value"] if t["value"] is not None else 0, t["number"]))
+    expected = [t for t in by_value if t["state"] == "complete"] + [t for t in by_value if t["state"] == "pruned"]
+    assert [t["number"] for t in top] == [t["number"] for t in expected[:3]]
+    assert top[0]["number"] == summary["best"]["number"]
+    text = CliRunner().invoke(app, ["sweep", "show", str(sweep_dir)]).output
+    assert "Best " in text and "by val_accuracy (maximize)" in text and f"{sweep_dir}/best.yaml" in text

@@ -180,9 +180,9 @@ def show_sweep(path: str, top: int, as_json: bool) -> None:
         table.add_row(str(row["number"]), row["state"], f"{row['value']:.6g}", str(row["best_epoch"] or ""),
                       str(row["epochs_run"] or ""), f"{row['seconds']:.1f}" if row["seconds"] else "", *values)
     out.print(table)
-    if summary.get("best"):
-        out.print(f"Best config: {summary['best']['config']} (bpcli train it); its run: {summary['best']['run_dir']}",
-                  soft_wrap=True)
+    if summary.get("best"):   # named from SWEEP_DIR as given: summary.json's paths are from where the sweep ran
+        out.print(f"Best config: {sweep_dir.best_yaml} (bpcli train it); its run: "
+                  f"{sweep_dir.trial(summary['best']['number'])}", soft_wrap=True)
 
 
 def format_value(value) -> str:
