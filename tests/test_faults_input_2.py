@@ -14,6 +14,7 @@ as root replaces only those, never /dev/null itself.
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -600,7 +601,10 @@ def test_importing_the_app_installs_no_signal_handler():
     """A program (or this test run) that imports the CLI keeps its own Ctrl-C: only main() installs one."""
     script = ("import signal; from bpcli.cli.app import app; "
               "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    # Started with SIGINT at its default (a run in the background, as CI may be, inherits it ignored, and
+    # then Python installs no handler of its own to compare with).
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert result.stdout == "True\n", result.stderr
 
 
