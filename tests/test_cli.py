@@ -44,3 +44,15 @@ def test_gradcheck_json_is_pure_json():
 def test_gradcheck_exits_1_when_a_check_fails():
     result = runner.invoke(app, ["gradcheck", "--json", "--tol", "1e-13"])
     assert result.exit_code == 1 and json.loads(result.stdout)["passed"] is False
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly():
+    """`bpcli config list | head -1`: the closed pipe is no error of the user's, and no internal error."""
+    import subprocess
+    import sys
+
+    command = subprocess.Popen([sys.executable, "-m", "bpcli", "config", "list"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    command.stdout.close()   # the reader is gone before the first line is written
+    assert command.wait(timeout=60) == 0
+    assert command.stderr.read() == b""

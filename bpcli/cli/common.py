@@ -42,6 +42,9 @@ def user_errors(command):
             raise typer.Exit(EXIT_SIGINT)
         except (typer.Exit, typer.Abort):
             raise
+        except BrokenPipeError:   # the reader went away (bpcli config list | head): nothing left to say to it
+            _silence_stdout()
+            raise typer.Exit(0)
         except Exception as error:  # a bug: say so plainly
             if state["debug"]:
                 raise
@@ -53,6 +56,13 @@ def user_errors(command):
                 signal.signal(signal.SIGINT, outside)
 
     return wrapper
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so Python's flush at exit does not fail on the closed pipe a second time."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
 
 
 def no_color() -> bool:
