@@ -220,9 +220,14 @@ def dask_processes(tmp_path):
             client.wait_for_workers(2, timeout=60)
             address = client.scheduler.address
         yield address, worker_tmp, processes[1:]
+        with distributed.Client(address, timeout=30) as client:
+            client.shutdown()   # the scheduler closes its workers: faster than a signal to each
+        for process in processes:
+            process.wait(timeout=30)
     finally:
         for process in reversed(processes):
-            process.terminate()
+            if process.poll() is None:
+                process.terminate()
         for process in processes:
             try:
                 process.wait(timeout=20)
