@@ -8,6 +8,7 @@ the Ctrl-C goes to the driver and its local workers alike, and the workers ignor
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,7 +31,7 @@ loss: {name: cross_entropy}
 optimizer: {name: sgd, lr: 0.1, momentum: 0.9}
 data: {dataset: spirals, options: {n: 2000, classes: 3, noise: 0.2}, val_fraction: 0.2, preprocess: none,
        batch_size: 32}
-training: {epochs: 24, seed: 0, monitor: val_accuracy}
+training: {epochs: 60, seed: 0, monitor: val_accuracy}
 diagnostics: {enabled: false}
 """
 
@@ -47,8 +48,19 @@ name: nothing-lost
 
 
 def start(folder: Path, *args: str) -> subprocess.Popen:
+    """`bpcli sweep ARGS --workers 2` in a session of its own; the workers' temporary folder is folder/tmp."""
+    (folder / "tmp").mkdir(exist_ok=True)
     return subprocess.Popen([sys.executable, "-m", "bpcli", "sweep", *args, "--workers", "2"], cwd=folder,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "TMPDIR": str(folder / "tmp")})
+
+
+def wait_for_training(folder: Path, timeout: float = 120) -> None:
+    """Until a trial on a local worker has saved its first checkpoint: it is in the middle of training."""
+    deadline = time.monotonic() + timeout
+    while not list((folder / "tmp").glob("bpcli-trial-*/run/checkpoints/last.safetensors")):
+        assert time.monotonic() < deadline, "no trial started training"
+        time.sleep(0.05)
 
 
 def wait_for(process: subprocess.Popen, text: str, timeout: float = 120) -> list[str]:
@@ -92,9 +104,10 @@ def test_sigkill_then_ctrl_c_then_resume_loses_nothing(tmp_path):
     before = {n: row for n, row in rows(sweep_dir).items() if row["state"] == "complete"}
     assert before and len(before) < 4
 
+    shutil.rmtree(tmp_path / "tmp")   # what the killed workers left: not to be taken for the resumed trials
     second = start(tmp_path, "--resume", str(sweep_dir.relative_to(tmp_path)))   # 2. resumed, then Ctrl-C
     wait_for(second, "(resumed: ")
-    time.sleep(1.0)
+    wait_for_training(tmp_path)
     os.killpg(second.pid, signal.SIGINT)
     _, err = second.communicate(timeout=120)
     assert second.returncode == 130, err
@@ -103,7 +116,7 @@ def test_sigkill_then_ctrl_c_then_resume_loses_nothing(tmp_path):
     assert interrupted, err
     for n in interrupted:
         assert (sweep_dir / "trials" / str(n) / "checkpoints" / "last.safetensors").is_file()
-        assert int(rows(sweep_dir)[n]["epochs_run"]) < 24
+        assert int(rows(sweep_dir)[n]["epochs_run"]) < 60
 
     third = subprocess.run([sys.executable, "-m", "bpcli", "sweep", "--resume", str(sweep_dir), "--json"],
                            cwd=tmp_path, capture_output=True, text=True, timeout=300)   # 3. to the end
