@@ -296,8 +296,8 @@ model:
     - {type: dense, units: 3}
 optimizer: {name: sgd, lr: 0.05, momentum: 0.9}
 schedule: {name: reduce_on_plateau, factor: 0.5, patience: 2}
-data: {dataset: spirals, options: {n: 600}, batch_size: 16}
-training: {epochs: 14, seed: 4, monitor: val_loss, early_stopping: {patience: 3}}
+data: {dataset: spirals, options: {n: 450}, batch_size: 16}
+training: {epochs: 10, seed: 4, monitor: val_loss, early_stopping: {patience: 3}}
 checkpoint: {every: 3, keep: 2}
 output: {dir: RUNS, name: NAME}
 """
@@ -347,7 +347,7 @@ def test_twenty_random_sigkills_then_resume_leave_the_run_directory_of_an_undist
 
     assert bpcli("train", str(config(tmp_path / "reference", "k")), "-q").returncode == 0
     expected = comparable(tmp_path / "reference" / "runs" / "k")
-    moments = random.Random(12).sample(range(5, 700), 20)
+    moments = random.Random(12).sample(range(5, 450), 20)
     for i, milliseconds in enumerate(moments):
         path = config(tmp_path / f"kill-{i}", "k")
         run = path.parent / "runs" / "k"
