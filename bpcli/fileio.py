@@ -170,8 +170,8 @@ def remove_orphans(folder: str | Path, suffix: str = TMP_SUFFIX) -> list[Path]:
     return removed
 
 
-def read_log_rows(path: str | Path) -> list[dict]:
-    """The rows of a JSON-lines log that parse as objects with an integer `epoch`; [] without the file.
+def read_log_rows(path: str | Path, key: str = "epoch") -> list[dict]:
+    """The rows of a JSON-lines log that parse as objects with an integer `key` (epoch, a trial's number); [] without the file.
 
     A line cut short by a crash (or still being written) is skipped, not an error:
     the callers rebuild or summarize a log, they do not judge it.
@@ -186,7 +186,7 @@ def read_log_rows(path: str | Path) -> list[dict]:
             rows.append(json.loads(line))
         except json.JSONDecodeError:
             continue
-    return [r for r in rows if isinstance(r, dict) and isinstance(r.get("epoch"), int)]
+    return [r for r in rows if isinstance(r, dict) and isinstance(r.get(key), int)]
 
 
 def open_regular(path: str | Path, what: str = "file"):

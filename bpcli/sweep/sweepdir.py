@@ -29,7 +29,7 @@ from pathlib import Path
 
 from bpcli.config.yamlio import dump_yaml
 from bpcli.errors import CheckpointError
-from bpcli.fileio import write_file
+from bpcli.fileio import read_log_rows, write_file
 
 def ranked(rows: list[dict], direction: str) -> list[dict]:
     """The trials with a value, best first: complete ones, then pruned ones (their value is an early epoch's)."""
@@ -167,17 +167,7 @@ class SweepDir:
     def read_rows(self) -> list[dict]:
         """trials.jsonl's rows ([] without the file); it is written whole, so a line that does not parse is
         not expected, and is skipped (the study holds every finished trial's row too)."""
-        try:
-            text = self.trials_jsonl.read_text()
-        except OSError:
-            return []
-        rows = []
-        for line in text.splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-        return [row for row in rows if isinstance(row, dict) and isinstance(row.get("number"), int)]
+        return read_log_rows(self.trials_jsonl, key="number")
 
     def read_summary(self) -> dict:
         try:
