@@ -2,7 +2,8 @@
 
     write_file(path, data, what)     atomic, and a failure raised as the project's error (the one to use)
     atomic_write_bytes(path, data)   atomic, OSError left to the caller
-    append_text(path, text, what)    a log row, appended and synced
+    append_text(path, text, what)    a log row, appended (and synced unless durable=False)
+    sync_file(path)                  make what was appended durable (if the file exists)
     read_log_rows(path)              a JSON-lines log, torn lines skipped
     open_regular(path, what)         (file, size) for reading, refused unless it is a regular file
     physical_memory()                bytes of RAM, for refusing what a machine cannot hold before allocating it
@@ -128,15 +129,38 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def append_text(path: str | Path, text: str, what: str = "log") -> None:
-    """Append to a log and sync it, so a row reported as written survives a crash."""
+def append_text(path: str | Path, text: str, what: str = "log", durable: bool = True) -> None:
+    """Append to a log; synced unless `durable` is False.
+
+    An unsynced row is with the operating system once this returns, so it
+    survives the process being killed, though not a power cut; a caller that
+    passes durable=False makes the file durable (sync_file) when it matters,
+    e.g. before a checkpoint that vouches for the row.
+    """
     try:
         with open(path, "a") as f:
             f.write(text)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
     except OSError as error:
         raise write_error(path, error, what) from None
+
+
+def sync_file(path: str | Path, what: str = "log") -> None:
+    """fsync a file (any descriptor of it flushes all its written data); nothing if it does not exist."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    except OSError as error:
+        raise write_error(path, error, what) from None
+    try:
+        os.fsync(fd)
+    except OSError as error:
+        raise write_error(path, error, what) from None
+    finally:
+        os.close(fd)
 
 
 def write_error(path: str | Path, error: OSError, what: str = "file", when_full: str = RESUME_WHEN_FULL):

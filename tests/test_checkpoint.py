@@ -15,7 +15,8 @@ def meta(**extra):
     sections = ("model", "loss", "optimizer", "schedule", "data", "training", "checkpoint", "output")
     return {"kind": "last", "config": {s: {} for s in sections}, "task": "multiclass", "input_dim": 2,
             "class_names": None, "val_hash": "", "schedule": {}, "callbacks": {},
-            "state": {"epoch": 0, "step": 0, "batch": 0, "partial": {}, "history": []},
+            "state": {"epoch": 0, "step": 0, "batch": 0, "partial": {}, "seconds": 0.0, "last_row": None,
+                      "best_row": None},
             "dropout_rng": np.random.default_rng(0).bit_generator.state, **extra}
 
 

@@ -225,7 +225,9 @@ def set_key(meta: dict, dotted: str, value) -> dict:
     ("state.step", "4", "state.step must be an integer >= 0"),
     ("state.batch", DELETE, "state.batch is missing"),
     ("state.partial", {"loss_sum": "x"}, "state.partial must be a mapping of numbers"),
-    ("state.history", {}, "state.history must be a list of mappings"),
+    ("state.seconds", "1 s", "state.seconds must be a number"),
+    ("state.last_row", [], "state.last_row must be a mapping or null"),
+    ("state.best_row", DELETE, "state.best_row is missing"),
     ("schedule", None, "schedule must be a mapping"),
     ("callbacks", {"EarlyStopping": 1}, "callbacks must be a mapping of mappings"),
     ("dropout_rng", [], "dropout_rng must be a mapping"),
@@ -240,6 +242,13 @@ def test_damaged_metadata_is_one_checkpoint_error_naming_file_and_field(last, tm
         load_checkpoint(path)
     assert str(error.value).startswith(f"{path}: damaged checkpoint metadata: ")
     assert message in str(error.value)
+
+
+def test_a_checkpoint_of_a_newer_format_is_refused_by_version(last, tmp_path):
+    path = tmp_path / "future.safetensors"
+    path.write_bytes(with_meta(last.read_bytes(), set_key(load_checkpoint(last).meta, "version", 3)))
+    with pytest.raises(CheckpointError, match=r"has checkpoint format version 3; this bpcli reads versions 1, 2"):
+        load_checkpoint(path)
 
 
 @pytest.mark.parametrize("key, value, message", [

@@ -20,6 +20,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -187,7 +188,9 @@ def test_a_loose_checkpoint_resumes_into_a_new_run_and_touches_nothing_around_it
     assert files_of(home) == before
     new_run = tmp_path / "runs" / "continued"
     assert summary_of(new_run)["epochs_run"] == 3
-    assert len((new_run / "metrics.csv").read_text().splitlines()) == 1 + 3   # the loose one's history goes on
+    # The loose checkpoint's earlier rows are in its own run's files: the new run logs from epoch 3 and says so.
+    assert [json.loads(row)["epoch"] for row in (new_run / "metrics.jsonl").read_text().splitlines()] == [3]
+    assert "lacks the rows of 2 of the 2 epochs done" in resumed.stderr
 
 
 def test_a_run_whose_checkpoints_folder_links_into_another_run_is_not_resumed(tmp_path):
@@ -316,11 +319,9 @@ def comparable(run: Path) -> dict:
         if path.name == "last.prev.safetensors":   # the backup of `last`: which epoch it holds is the clock's
             continue
         checkpoint = load_checkpoint(path)
-        if path.name == "best.safetensors":
-            # Its weights and epoch are the best epoch's; the optimizer state beside them is that of the
-            # moment it was written (at most once a second), which the clock decides: not compared.
-            weights = {k: v for k, v in checkpoint.tensors.items() if k.startswith(("layers.", "preprocess."))}
-            seen[path.name] = (weights, monitor_state(checkpoint.meta)["best_epoch"])
+        if path.name == "best.safetensors":   # taken as the best epoch ended: all of it is that epoch's
+            meta = {**checkpoint.meta, "config": {**checkpoint.meta["config"], "output": None}}
+            seen[path.name] = (checkpoint.tensors, meta)
         else:
             seen[path.name] = (checkpoint.tensors, checkpoint.meta["state"]["epoch"])
     return seen
@@ -363,3 +364,47 @@ def test_twenty_random_sigkills_then_resume_leave_the_run_directory_of_an_undist
             else bpcli("train", str(path), "-q")
         assert resumed.returncode == 0, (milliseconds, resumed.stderr)
         assert_same(comparable(run), expected)
+
+
+# -- smaller: checkpoints of a bounded size, a best checkpoint that depends on its epoch alone ------------
+
+def header_bytes(path: Path) -> int:
+    return int.from_bytes(path.read_bytes()[:8], "little")
+
+
+def test_the_last_checkpoint_stays_the_same_size_however_many_epochs_run(tmp_path):
+    from bpcli.config.loading import load_config
+    from bpcli.training.run import train_run
+
+    sizes = {}
+    for epochs in (2, 60):
+        config = write_config(tmp_path, f"e{epochs}", epochs=epochs)
+        train_run(load_config(config), str(config))
+        sizes[epochs] = header_bytes(tmp_path / "runs" / f"e{epochs}" / "checkpoints" / "last.safetensors")
+        rows = (tmp_path / "runs" / f"e{epochs}" / "metrics.jsonl").read_text().splitlines()
+        assert len(rows) == epochs                      # the history is in the run's metric files
+    assert sizes[60] - sizes[2] < 100                   # not ~170 bytes an epoch: a few digits more at most
+
+
+def test_two_identical_runs_write_byte_identical_best_checkpoints_whenever_they_save(tmp_path, monkeypatch):
+    """One run saves `best` the moment it improves, the other only at the end (the once-a-second limit
+    decides which, by the clock): the files are the same, optimizer state and metadata included."""
+    from bpcli.config.loading import load_config
+    from bpcli.training import callbacks
+    from bpcli.training.run import train_run
+
+    clocks = {"every-epoch": iter(range(0, 10 ** 6, 10)), "only-at-the-end": iter(lambda: 0.0, None)}
+    files = {}
+    for name, ticks in clocks.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        monkeypatch.chdir(folder)   # the same config (output.dir "runs"), so the same metadata
+        config = write_config(folder, "r", epochs=25)
+        config.write_text(config.read_text().replace(str(folder / "runs"), "runs").replace("lr: 0.01", "lr: 0.2"))
+        monkeypatch.setattr(callbacks, "time", SimpleNamespace(monotonic=lambda ticks=ticks: float(next(ticks))))
+        summary = train_run(load_config(config), str(config))
+        files[name] = (folder / "runs" / "r" / "checkpoints" / "best.safetensors").read_bytes()
+    assert 1 < summary["best_epoch"] < 25   # improved, then went on: the late save is later than the epoch
+    assert files["every-epoch"] == files["only-at-the-end"]
+    best = load_checkpoint(tmp_path / "every-epoch" / "runs" / "r" / "checkpoints" / "best.safetensors")
+    assert best.meta["state"]["epoch"] == summary["best_epoch"] and not best.group("optimizer")

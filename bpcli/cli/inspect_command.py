@@ -120,7 +120,8 @@ def training_lines(t: dict) -> list[tuple[str, str]]:
     run = f"{t['epochs_run']} of {t['epochs_configured']} epochs"
     if t["batches_into_next_epoch"]:
         run += f" and {t['batches_into_next_epoch']} batches"
-    lines = [("history", f"{run} in {t['seconds']:g} s ({t['checkpoint']} checkpoint); stopped: {t['stop_reason']}")]
+    took = "" if t["seconds"] is None else f" in {t['seconds']:g} s"
+    lines = [("history", f"{run}{took} ({t['checkpoint']} checkpoint); stopped: {t['stop_reason']}")]
     if t["best_epoch"]:
         metrics = ", ".join(f"{k} {_metric(v)}" for k, v in (t["best_metrics"] or {}).items()
                             if k not in ("epoch", "seconds", "lr", "grad_norm"))

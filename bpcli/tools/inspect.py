@@ -248,18 +248,20 @@ def config_summary(config: Config, dim: int) -> dict:
 
 
 def training_summary(checkpoint: Checkpoint, config: Config) -> dict:
-    """Epochs run, why training stopped and the best epoch's metrics, from the checkpoint's own history.
+    """Epochs run, why training stopped and the best and latest epochs' metrics, from the checkpoint alone.
 
     `config` is the checkpoint's own. The best epoch is the monitor's (it also
     picks the best checkpoint and early stopping's patience); a `best` checkpoint
-    is written when that epoch ends, so its history stops there even if the run went on.
+    is taken when that epoch ends, so it speaks of that epoch even if the run went
+    on, and it records no timings (seconds is None).
     """
     meta, state = checkpoint.meta, checkpoint.meta["state"]
-    training, history = config.training, state["history"]
+    training = config.training
     # The monitor's state: in the training state, or (checkpoints from before the regroup) in EarlyStopping's.
     tracker = state.get("monitor") or meta["callbacks"].get("EarlyStopping", {})
     best_epoch = tracker.get("best_epoch") if isinstance(tracker.get("best_epoch"), int) else None
     data_info = meta.get("data_info") if isinstance(meta.get("data_info"), dict) else {}
+    best_row, last_row, seconds = _rows(state, best_epoch)
     return {
         "checkpoint": meta["kind"],
         "epochs_run": state["epoch"],
@@ -270,13 +272,23 @@ def training_summary(checkpoint: Checkpoint, config: Config) -> dict:
         "mode": training.monitor_mode,
         "best_epoch": best_epoch or None,
         "best_value": tracker.get("best"),
-        "best_metrics": next((row for row in history if row.get("epoch") == best_epoch), None),
-        "last_metrics": history[-1] if history else None,
-        "seconds": round(sum(r["seconds"] for r in history if isinstance(r.get("seconds"), (int, float))), 3),
+        "best_metrics": best_row,
+        "last_metrics": last_row,
+        "seconds": None if seconds is None else round(seconds, 3),
         "task": meta["task"],
         "class_names": meta["class_names"],
         "data": data_info,
     }
+
+
+def _rows(state: dict, best_epoch) -> tuple[dict | None, dict | None, float | None]:
+    """(best row, latest row, seconds trained): format 1 kept the whole history, later ones these three."""
+    if "history" not in state:
+        return state["best_row"], state["last_row"], state.get("seconds")
+    history = state["history"]
+    seconds = sum(r["seconds"] for r in history if isinstance(r.get("seconds"), (int, float)))
+    best = next((row for row in history if row.get("epoch") == best_epoch), None)
+    return best, history[-1] if history else None, seconds
 
 
 def _stop_reason(meta: dict, epochs) -> str:

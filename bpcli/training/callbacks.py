@@ -12,21 +12,23 @@ Contract (Keras's hooks, all called by the Trainer, in list order):
     state_dict() / load_state_dict()   whatever a resumed run needs, kept in checkpoints
 
 `loop` is a LoopView: a callback reads the loop's state through it (epoch,
-batch, history, the model's weights, the monitored best) and asks for actions
+batch, the model's weights, the monitored best) and asks for actions
 (`request_stop`); it never reaches into the Trainer. Early stopping comes
 first in the list (it decides whether this epoch is the last), then
-diagnostics, checkpoints, logs and progress.
+diagnostics and logs, then checkpoints (a `last` checkpoint of epoch N is
+written after the logs' row N, which resume keeps), then progress.
 """
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
 import math
 import time
 
-from bpcli.fileio import append_text, write_file
+from bpcli.fileio import append_text, read_log_rows, write_file
 from bpcli.errors import CheckpointError
 from bpcli.training.checkpoint import load_checkpoint, monitor_state, save_checkpoint
 from bpcli.training.rundir import RunDir
@@ -67,10 +69,6 @@ class LoopView:
     monitor = property(lambda self: self._trainer.monitor, doc="The monitored metric's best epoch and weights.")
     stop_reason = property(lambda self: self._trainer.stop_reason, doc="Why training ends, once it is decided.")
     interrupted = property(lambda self: self._trainer.stop.signum is not None, doc="Ctrl-C or SIGTERM arrived.")
-
-    @property
-    def history(self) -> tuple[dict, ...]:
-        return tuple(self._trainer.history)
 
     def metric_columns(self) -> list[str]:
         return self._trainer.metric_columns()
@@ -115,35 +113,41 @@ class CheckpointCallback(Callback):
     """Saves `last` and `best` as epochs end, and a checkpoint every N epochs (keeping K).
 
     The `last` it replaces is kept as `last.prev`, so a damaged `last` has a fallback.
-    `last` is always written after the others: a `last` on disk means the best and
-    periodic checkpoints of its epochs are complete, and a resumed run redoes whatever
-    came after it.
+    `last` is always written after the others, and after the run's logs are made
+    durable: a `last` of epoch N on disk means the best and periodic checkpoints and
+    the log rows of its epochs are complete, and a resumed run redoes whatever came
+    after it.
 
     `last` (and a new `best`) is written at most once per `interval` seconds, and
     always after the final epoch, so a run of thousands of tiny epochs does not
     spend its time writing files. Nothing is lost by waiting: a run resumed from
-    an older `last` redoes those epochs and ends bit for bit the same. `best` is
-    written from the monitor's copy of the best weights, so it is never stale, and
-    whatever the summary calls best is on disk when the run ends, however it ends
-    (diverged, interrupted); a resumed run first repairs a best a crash left stale.
+    an older `last` redoes those epochs and ends bit for bit the same. The `best`
+    checkpoint is taken as its epoch ends (weights, metadata) and written when
+    `last` next is, so its bytes depend on the best epoch alone, never on when
+    it was saved; whatever the summary calls best is on disk when the run ends,
+    however it ends (diverged, interrupted); a resumed run first repairs a best a
+    crash left stale.
     """
 
     def __init__(self, run: RunDir, every: int = 0, keep: int = 3, interval: float = 1.0):
         self.run, self.every, self.keep, self.interval = run, every, keep, interval
         self.last_save, self.best_saved = -math.inf, None
+        self.best_taken: tuple[dict, dict] | None = None   # (tensors, meta) of the best epoch, not yet written
 
     def on_train_begin(self, loop):
         self.ensure_best(loop)
 
     def on_epoch_end(self, loop, row):
+        if loop.monitor.improved:
+            tensors, meta = loop.checkpoint("best", loop.monitor.weights)
+            self.best_taken = tensors, copy.deepcopy(meta)   # the loop goes on changing its state in place
         if self.every and row["epoch"] % self.every == 0:
             save_checkpoint(self.run.epoch_checkpoint(row["epoch"]), *loop.checkpoint("epoch"))
             for old in self.run.epoch_checkpoints()[:-self.keep]:
                 old.unlink(missing_ok=True)
         final = loop.epoch >= loop.epochs or loop.stop_reason is not None
         if final or time.monotonic() - self.last_save >= self.interval:
-            if loop.monitor.weights is not None and self.best_saved != loop.monitor.best_epoch:
-                self.save_best(loop)
+            self.ensure_best(loop)
             self.save_last(loop)
 
     def on_train_end(self, loop, summary):
@@ -152,23 +156,21 @@ class CheckpointCallback(Callback):
             self.save_last(loop)
 
     def save_last(self, loop) -> None:
-        """The resumable state now (also mid-epoch, when a run is interrupted)."""
+        """The resumable state now (also mid-epoch, when a run is interrupted), after the logs it vouches for."""
+        self.run.sync_logs()
         save_checkpoint(self.run.last, *loop.checkpoint("last"), backup=self.run.last_prev)
         self.last_save = time.monotonic()
-
-    def save_best(self, loop) -> None:
-        save_checkpoint(self.run.best, *loop.checkpoint("best", loop.monitor.weights))
-        self.best_saved = loop.monitor.best_epoch
 
     def ensure_best(self, loop) -> None:
         """Write `best` unless the file on disk already holds the monitored best epoch."""
         monitor = loop.monitor
         if monitor.weights is None or self.best_saved == monitor.best_epoch:
             return
-        if best_epoch_on_disk(self.run.best) == monitor.best_epoch:
-            self.best_saved = monitor.best_epoch
-        else:
-            self.save_best(loop)
+        if self.best_taken is not None:
+            save_checkpoint(self.run.best, *self.best_taken)
+        elif best_epoch_on_disk(self.run.best) != monitor.best_epoch:   # a resumed run, its best file stale
+            save_checkpoint(self.run.best, *loop.checkpoint("best", monitor.weights))
+        self.best_saved, self.best_taken = monitor.best_epoch, None
 
 
 def best_epoch_on_disk(path) -> int | None:
@@ -181,25 +183,39 @@ def best_epoch_on_disk(path) -> int | None:
 
 
 class MetricsLogger(Callback):
-    """metrics.csv and metrics.jsonl, one row per epoch, appended and synced as each epoch ends.
+    """metrics.csv and metrics.jsonl, one row per epoch, appended as each epoch ends.
 
-    At the start (and on resume) both files are rewritten from the history the
-    checkpoint carries, so a resumed run never shows a duplicated or lost row,
-    whatever state a crash left the files in.
+    These files are the run's metric history (checkpoints keep only the latest
+    and best rows). A row is written to the operating system as its epoch ends,
+    so it survives the process being killed; CheckpointCallback makes the files
+    durable before each `last` checkpoint. At the start of a resumed run both files
+    are rewritten with the rows of the epochs its checkpoint holds, so it never
+    shows a duplicated or lost row, whatever state a crash left the files in.
     """
 
-    def __init__(self, run: RunDir):
-        self.run = run
+    def __init__(self, run: RunDir, on_warning=None):
+        self.run, self.on_warning = run, on_warning
         self.columns: list[str] = []
 
     def on_train_begin(self, loop):
         self.columns = loop.metric_columns()
-        write_file(self.run.metrics_csv, csv_rows(loop.history, self.columns, header=True), "log")
-        write_file(self.run.metrics_jsonl, jsonl_rows(loop.history), "log")
+        rows = self.rows_done(loop.epoch)
+        write_file(self.run.metrics_csv, csv_rows(rows, self.columns, header=True), "log")
+        write_file(self.run.metrics_jsonl, jsonl_rows(rows), "log")
+
+    def rows_done(self, epochs_done: int) -> list[dict]:
+        """The logged rows of the epochs a resumed run has done; rows of later epochs are written again."""
+        by_epoch = {r["epoch"]: r for r in read_log_rows(self.run.metrics_jsonl) if 1 <= r["epoch"] <= epochs_done}
+        missing = epochs_done - len(by_epoch)
+        if missing and self.on_warning:
+            self.on_warning(f"{self.run.metrics_jsonl} lacks the rows of {missing} of the {epochs_done} epochs "
+                            "done (resumed from a checkpoint kept outside this run directory, or the file was "
+                            "removed): the metric files go on without them")
+        return [by_epoch[epoch] for epoch in sorted(by_epoch)]
 
     def on_epoch_end(self, loop, row):
-        append_text(self.run.metrics_csv, csv_rows([row], self.columns))
-        append_text(self.run.metrics_jsonl, jsonl_rows([row]))
+        append_text(self.run.metrics_csv, csv_rows([row], self.columns), durable=False)
+        append_text(self.run.metrics_jsonl, jsonl_rows([row]), durable=False)
 
 
 def csv_rows(rows, columns: list[str], header: bool = False) -> str:

@@ -11,8 +11,11 @@ weights. Layout:
              optimizer.<state>                      e.g. optimizer.exp_avg: flat, in parameter order
              preprocess.offset, preprocess.scale    x' = (x - offset) * scale
     metadata {"bpcli": JSON}: format, version, the resolved config, task, class
-             names, epoch/step/batch, metric history, early-stopping, schedule
-             and RNG state.
+             names, epoch/step/batch, the latest and best metric rows, early-stopping,
+             schedule and RNG state. The metric history lives in the run's metric
+             files, so the header stays the same size however long a run is.
+             A `best` checkpoint has no optimizer state: it is for evaluating and
+             fine-tuning, never resuming.
 
 A PyTorch user loads the weights with safetensors.torch.load_file and
 transposes each dense weight (PyTorch's nn.Linear stores (out, in)).
@@ -33,7 +36,8 @@ from bpcli.errors import CheckpointError
 from bpcli.fileio import open_regular, physical_memory, write_file
 
 FORMAT = "bpcli-checkpoint"
-VERSION = 1
+VERSION = 2
+READS = (1, 2)   # 1 kept the whole metric history in state.history
 SUFFIX = ".safetensors"
 MAX_BYTES = 4 << 30  # refuse absurd files before reading them into memory
 
@@ -162,9 +166,9 @@ def _parse_meta(path: Path, data: bytes) -> dict:
         raise CheckpointError(f"{path} is not a bpcli checkpoint (its bpcli metadata is not a mapping)")
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a bpcli checkpoint (format {meta.get('format')!r})")
-    if meta.get("version") != VERSION:
+    if meta.get("version") not in READS:
         raise CheckpointError(f"{path} has checkpoint format version {meta.get('version')}; "
-                              f"this bpcli reads version {VERSION}")
+                              f"this bpcli reads versions {', '.join(map(str, READS))}")
     return meta
 
 
@@ -210,7 +214,11 @@ STATE_FIELDS = {
     "step": (_count, "an integer >= 0"),
     "batch": (_count, "an integer >= 0"),
     "partial": (lambda v: isinstance(v, dict) and all(_number(x) for x in v.values()), "a mapping of numbers"),
-    "history": (lambda v: isinstance(v, list) and all(isinstance(r, dict) for r in v), "a list of mappings"),
+}
+_row = (lambda v: v is None or isinstance(v, dict), "a mapping or null")
+STATE_FIELDS_BY_VERSION = {
+    1: {"history": (lambda v: isinstance(v, list) and all(isinstance(r, dict) for r in v), "a list of mappings")},
+    2: {"seconds": (_number, "a number"), "last_row": _row, "best_row": _row},
 }
 
 
@@ -223,10 +231,19 @@ def _check_meta(path: Path, meta: dict) -> None:
     """
     problem = (_fields_problem(meta, META_FIELDS, "")
                or _fields_problem(meta["state"], STATE_FIELDS, "state.")
+               or _fields_problem(meta["state"], _version_state_fields(meta), "state.")
                or _config_problem(meta["config"])
                or _rng_problem(meta["dropout_rng"]))
     if problem:
         raise CheckpointError(f"{path}: damaged checkpoint metadata: {problem}")
+
+
+def _version_state_fields(meta: dict) -> dict:
+    """A best checkpoint (version 2) has no timings: its bytes depend on its epoch alone."""
+    fields = dict(STATE_FIELDS_BY_VERSION[meta["version"]])
+    if meta["version"] == 2 and meta["kind"] == "best":
+        fields.pop("seconds")
+    return fields
 
 
 def _fields_problem(data: dict, fields: dict, prefix: str) -> str | None:

@@ -197,8 +197,8 @@ class LayerDiagnostics(Callback):
         return rows
 
     def _append_logs(self, rows: list[dict]) -> None:
-        append_text(self.csv_path, csv_rows(rows, COLUMNS))
-        append_text(self.jsonl_path, jsonl_rows(rows))
+        append_text(self.csv_path, csv_rows(rows, COLUMNS), durable=False)   # synced before each `last`
+        append_text(self.jsonl_path, jsonl_rows(rows), durable=False)
 
     def _rewrite_logs(self, epochs_done: int) -> None:
         """Start the logs afresh, keeping the rows of the epochs a resumed run has already done.

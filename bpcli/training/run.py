@@ -197,14 +197,15 @@ def start_from_weights(trainer: Trainer, checkpoint: Checkpoint) -> None:
 def build_trainer(config: Config, data: Prepared, run: RunDir, callbacks=(), stop=None, on_warning=None) -> Trainer:
     """The Trainer with the run's own callbacks before the caller's (progress).
 
-    Early stopping first (it decides whether an epoch is the last); diagnostics
-    before the checkpoint, so that a checkpoint holds their state after the epoch's end.
+    Early stopping first (it decides whether an epoch is the last); diagnostics and
+    the metric logs before the checkpoint, so that a checkpoint of epoch N holds their
+    state after the epoch's end and the logs on disk hold row N.
     """
     early, diagnostics = config.training.early_stopping, config.diagnostics
     observers = [*([EarlyStopping(early.patience)] if early else []),
                  *([LayerDiagnostics(run, diagnostics.model_dump(), on_warning)] if diagnostics.enabled else []),
-                 CheckpointCallback(run, config.checkpoint.every, config.checkpoint.keep),
-                 MetricsLogger(run), *callbacks]
+                 MetricsLogger(run, on_warning),
+                 CheckpointCallback(run, config.checkpoint.every, config.checkpoint.keep), *callbacks]
     parts = build_parts(config, data.input_dim, config.data.steps_per_epoch(len(data.x_train)))
     return Trainer(config, parts, data, observers, stop)
 

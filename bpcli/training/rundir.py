@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from bpcli.errors import CheckpointError
-from bpcli.fileio import remove_orphans, write_file
+from bpcli.fileio import remove_orphans, sync_file, write_file
 from bpcli.training.checkpoint import SUFFIX
 
 
@@ -74,6 +74,15 @@ class RunDir:
     @property
     def summary(self) -> Path:
         return self.path / "summary.json"
+
+    def logs(self) -> tuple[Path, ...]:
+        """The files a run appends to as it trains."""
+        return self.metrics_csv, self.metrics_jsonl, self.layers_csv, self.layers_jsonl
+
+    def sync_logs(self) -> None:
+        """Make every row appended so far durable (the loggers append without syncing each row)."""
+        for log in self.logs():
+            sync_file(log)
 
     # -- checkpoints ---------------------------------------------------------------------------------
 

@@ -9,9 +9,11 @@
         callbacks.on_epoch_end
 
 The Trainer keeps the loop's state (step counts, the partial sums of an
-unfinished epoch, the metric history, the monitored best) and hands it to
-checkpoints; a resumed run ends with the same weights, bit for bit, as one done
-in one go. Callbacks see it through a LoopView (callbacks.py).
+unfinished epoch, the monitored best, the latest and best metric rows) and
+hands it to checkpoints; a resumed run ends with the same weights, bit for bit,
+as one done in one go. The metric history is not loop state: the MetricsLogger
+callback keeps it in the run's metric files, so a checkpoint stays the same size
+however long the run. Callbacks see the loop through a LoopView (callbacks.py).
 """
 
 from __future__ import annotations
@@ -72,7 +74,9 @@ class Trainer:
         self.tallied = [m for m in self.epoch_metrics if m.tally is not None]
         self.epoch, self.step, self.batch = 0, 0, 0
         self.partial = fresh_partial(self.tallied)
-        self.history: list[dict] = []
+        self.seconds = 0.0                                           # of the epochs completed
+        self.last_row: dict | None = None
+        self.best_row: dict | None = None
         self.stop_reason: str | None = None
         self.view = LoopView(self)
 
@@ -157,8 +161,9 @@ class Trainer:
                    seconds=p["seconds"] + time.perf_counter() - started)
         if hasattr(self.parts.schedule, "observe"):
             self.parts.schedule.observe(row.get(self.monitor.metric, math.nan))
-        self.monitor.update(row.get(self.monitor.metric), row["epoch"], self.parts.model.state_dict)
-        self.history.append(row)
+        if self.monitor.update(row.get(self.monitor.metric), row["epoch"], self.parts.model.state_dict):
+            self.best_row = row
+        self.last_row, self.seconds = row, self.seconds + row["seconds"]
         self.epoch, self.batch, self.partial = self.epoch + 1, 0, fresh_partial(self.tallied)
         if self.epoch >= self.epochs:  # said before the callbacks run, so the final checkpoint records it
             self.stop_reason = f"completed {self.epochs} epochs"
@@ -187,7 +192,7 @@ class Trainer:
             "best_epoch": monitor.best_epoch or None,
             "monitor": {"metric": monitor.metric, "mode": monitor.mode, "best": monitor.best},
             "final_weights": f"best (epoch {monitor.best_epoch})" if restored else "last",
-            "seconds": round(sum(row["seconds"] for row in self.history), 3),
+            "seconds": round(self.seconds, 3),
             "val_hash": data.val_hash,
             "data": data.info,
             "test": None,
@@ -219,9 +224,15 @@ class Trainer:
     # -- checkpoints ------------------------------------------------------------------------------
 
     def checkpoint(self, kind: str, weights: dict | None = None) -> tuple[dict, dict]:
-        """(tensors, meta): model weights (the current ones unless given) with everything a resume needs."""
+        """(tensors, meta): model weights (the current ones unless given) with everything a resume needs.
+
+        A `best` checkpoint is for evaluating and fine-tuning, never resuming: it
+        holds no optimizer state and no timings, so taken as its epoch ends (see
+        CheckpointCallback) its bytes depend on that epoch alone.
+        """
         tensors = dict(weights) if weights is not None else self.parts.model.state_dict()
-        tensors.update({f"optimizer.{k}": v for k, v in self.parts.optimizer.state_dict().items()})
+        if kind != "best":
+            tensors.update({f"optimizer.{k}": v for k, v in self.parts.optimizer.state_dict().items()})
         tensors.update({f"preprocess.{k}": np.asarray(v) for k, v in self.data.preprocessor.state_dict().items()})
         if self.monitor.weights and kind != "best":
             tensors.update({f"best.{k}": v for k, v in self.monitor.weights.items()})
@@ -233,11 +244,19 @@ class Trainer:
                 "class_names": list(d.class_names) if d.class_names else None, "input_dim": d.input_dim,
                 "val_hash": d.val_hash, "data_info": d.info,
                 "state": {"epoch": self.epoch, "step": self.step, "batch": self.batch, "partial": self.partial,
-                          "history": self.history, "stop_reason": self.stop_reason,
-                          "monitor": self.monitor.state_dict()},
+                          "stop_reason": self.stop_reason, "monitor": self.monitor.state_dict(),
+                          **self._rows(timed=kind != "best")},
                 "schedule": self.parts.schedule.state_dict(),
                 "callbacks": {type(c).__name__: c.state_dict() for c in self.callbacks},
                 "dropout_rng": self.parts.model.rng.bit_generator.state}
+
+    def _rows(self, timed: bool) -> dict:
+        """The latest and best epochs' metric rows (what `bpcli inspect` shows), and the seconds trained."""
+        if timed:
+            return {"seconds": self.seconds, "last_row": self.last_row, "best_row": self.best_row}
+        untimed = [None if r is None else {k: v for k, v in r.items() if k != "seconds"}
+                   for r in (self.last_row, self.best_row)]
+        return {"last_row": untimed[0], "best_row": untimed[1]}
 
     def load_checkpoint(self, checkpoint: Checkpoint) -> None:
         """Continue exactly where the checkpoint left off."""
@@ -250,9 +269,20 @@ class Trainer:
         self.monitor.load_state_dict(monitor_state(meta), checkpoint.group("best"))
         self.parts.model.rng.bit_generator.state = meta["dropout_rng"]
         self.epoch, self.step, self.batch = state["epoch"], state["step"], state["batch"]
-        self.partial, self.history = _format_1_partial(state["partial"]), state["history"]
+        self.partial = _format_1_partial(state["partial"])
+        self._load_rows(state, monitor_state(meta).get("best_epoch"))
         if (state.get("stop_reason") or "").startswith("early stopping"):   # it stays stopped
             self.stop_reason = state["stop_reason"]
+
+    def _load_rows(self, state: dict, best_epoch) -> None:
+        """Format-1 checkpoints carried the whole history; newer ones the two rows and the seconds."""
+        if "history" in state:
+            history = state["history"]
+            self.seconds = sum(row.get("seconds", 0.0) for row in history)
+            self.last_row = history[-1] if history else None
+            self.best_row = next((row for row in history if row.get("epoch") == best_epoch), None)
+        else:
+            self.seconds, self.last_row, self.best_row = state["seconds"], state["last_row"], state["best_row"]
 
     def finished(self) -> bool:
         """Nothing left to train: the last epoch is done, or early stopping ended the run."""
