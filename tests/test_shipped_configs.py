@@ -61,3 +61,12 @@ def test_a_name_that_is_neither_a_file_nor_a_shipped_config(tmp_path):
     assert result.returncode == 2
     assert result.stderr.startswith("error: nope.yaml: no such config file, and no shipped config of that name "
                                     "(bpcli config list shows them: classic, ")
+
+
+def test_the_shipped_sweeps_are_in_configs_sweeps_but_not_training_configs():
+    from bpcli.config.shipped import SWEEPS_DIR
+    from bpcli.sweep.spec import examples
+
+    assert examples()["quickstart-lr"] == SWEEPS_DIR / "quickstart-lr.yaml" == SHIPPED_DIR / "sweeps" / "quickstart-lr.yaml"
+    assert not any(name.startswith("sweeps/") for name in shipped_configs())
+    assert find_shipped("sweeps/quickstart-lr") is None

@@ -13,13 +13,14 @@ from __future__ import annotations
 from pathlib import Path
 
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "configs"
+SWEEPS_DIR = SHIPPED_DIR / "sweeps"   # sweep files, not training configs: `bpcli sweep NAME` finds them
 SUFFIXES = (".yaml", ".yml")
 
 
 def shipped_configs() -> dict[str, Path]:
-    """Every shipped config by its name: the path below configs/ without the suffix, sorted."""
+    """Every shipped training config by its name: the path below configs/ without the suffix, sorted."""
     return {path.relative_to(SHIPPED_DIR).with_suffix("").as_posix(): path
-            for path in sorted(SHIPPED_DIR.rglob("*.yaml"))}
+            for path in sorted(SHIPPED_DIR.rglob("*.yaml")) if SWEEPS_DIR not in path.parents}
 
 
 def find_shipped(name: str | Path) -> Path | None:

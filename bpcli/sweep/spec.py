@@ -41,6 +41,7 @@ from pydantic import AfterValidator, BaseModel, Field, ValidationError
 from bpcli.config.loading import config_path, load_config, parse_config_text
 from bpcli.config.messages import located, problem, show
 from bpcli.config.schema import Strict, tagged, unwrap, variants_of
+from bpcli.config.shipped import SWEEPS_DIR
 from bpcli.config.sections import MONITORS, Config
 from bpcli.config.yamlio import Document, dump_yaml, format_path, parse_yaml, read_yaml_file
 from bpcli.errors import ConfigError, did_you_mean
@@ -48,7 +49,7 @@ from bpcli.nn.metrics import resolve_mode
 from bpcli.sweep.engine import PRUNER_OPTIONS, SAMPLERS, NoPruner
 from bpcli.sweep.space import PARAMS, grid_size
 
-EXAMPLES = Path(__file__).resolve().parent / "examples"
+EXAMPLES = SWEEPS_DIR   # configs/sweeps/: shipped with the training configs, apart from them
 RESERVED = {"training.monitor": "the sweep's `metric` sets it", "training.mode": "the metric's own direction sets it"}
 
 
@@ -120,7 +121,7 @@ class Sweep:
 
 
 def examples() -> dict[str, Path]:
-    """The sweep files that ship with bpcli (bpcli/sweep/examples/), by name: quickstart-lr, ..."""
+    """The sweep files that ship with bpcli (configs/sweeps/), by name: quickstart-lr, ..."""
     return {path.stem: path for path in sorted(EXAMPLES.glob("*.yaml"))}
 
 
