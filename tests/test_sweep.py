@@ -72,7 +72,7 @@ def test_a_sweep_file_resolves_every_default(folder):
         "sampler": "random", "seed": 1, "pruner": {"name": "none"},
         "space": {"optimizer.lr": {"loguniform": [1.0e-3, 1.0]}, "model.layers.0.units": {"int": [4, 32]},
                   "optimizer.momentum": {"choice": [0.0, 0.5, 0.9]}},
-        "set": {"training.epochs": 3}, "name": "sweep", "output_dir": "sweeps"}
+        "set": {"training.epochs": 3}, "name": "sweep", "output_dir": "sweeps", "share_every": 30.0}
     assert sweep.direction == "maximize"
     assert sweep.base_config.training.epochs == 3 and sweep.base_config.training.monitor == "val_accuracy"
 
@@ -81,7 +81,7 @@ def test_a_misspelled_key_is_an_error_at_its_line_with_a_suggestion(folder):
     output = refused(folder, SWEEP.replace("trials: 12", "trails: 12"))
     assert output == ("error: sweep.yaml: 1 problem in the sweep file:\n"
                       "  sweep.yaml:2:1 trails: unknown key; allowed: base, metric, name, output_dir, pruner, "
-                      "sampler, seed, set, space, trials. Did you mean 'trials'?\n")
+                      "sampler, seed, set, share_every, space, trials. Did you mean 'trials'?\n")
 
 
 @pytest.mark.parametrize("entry, message", [

@@ -83,7 +83,7 @@ def test_every_trial_is_recorded_once_with_params_from_the_space(swept):
         table = list(csv.DictReader(f))
     assert [int(r["number"]) for r in table] == list(range(12))
     assert list(table[0]) == ["number", "state", "value", "best_epoch", "epochs_run", "seconds", "training_seconds",
-                              "worker", "error", "optimizer.lr", "model.layers.0.units", "optimizer.momentum",
+                              "worker", "continued_from_epoch", "error", "optimizer.lr", "model.layers.0.units", "optimizer.momentum",
                               "loss.l2"]
     for t in trials:
         p = t["params"]
@@ -239,7 +239,9 @@ def test_separate_dask_processes_send_the_run_directories_back_and_survive_a_kil
                                                                                            dask_processes):
     """The workers share no folder with the sweep: each trial trains in the workers' own temporary folder,
     and its run directory arrives in the sweep directory through Dask. A worker SIGKILLed in the middle
-    of a trial (its nanny starts it again) has its trial run again: every trial is recorded once."""
+    of a trial (its nanny starts it again) has its trial continued on a worker from the copy of its
+    run directory it kept on the scheduler, ending as the trial trained alone does: every trial is
+    recorded once."""
     import psutil
 
     address, worker_tmp, workers = dask_processes
@@ -248,14 +250,16 @@ def test_separate_dask_processes_send_the_run_directories_back_and_survive_a_kil
     (driver / "base.yaml").write_text(BASE.replace("n: 300", "n: 3000").replace("epochs: 6", "epochs: 20"))
     (driver / "sweep.yaml").write_text(SWEEP.replace("trials: 12", "trials: 4").replace("seed: 3", "seed: 5")
                                        .replace("  loss.l2: {choice: [0.0, 1.0e-4, 1.0e+5]}\n", "")
-                                       .replace("{choice: [0.0, 0.5, 0.9]}", "{choice: [0.5, 0.9]}"))
+                                       .replace("{choice: [0.0, 0.5, 0.9]}", "{choice: [0.5, 0.9]}")
+                                       + "share_every: 0\n")
     sweep = subprocess.Popen([sys.executable, "-m", "bpcli", "sweep", "sweep.yaml", "--cluster", address, "--json"],
                              cwd=driver, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert sweep.stderr.readline().startswith("sweep sweeps/")
-    for _ in range(600):   # until both workers are in the middle of a trial (each has its folder)
-        if len(list(worker_tmp.glob("bpcli-trial-*"))) == 2:
+    for _ in range(600):   # until both workers are in the middle of a trial, each with a checkpoint
+        if len(list(worker_tmp.glob("bpcli-trial-*/run/checkpoints/last.safetensors"))) == 2:
             break
         time.sleep(0.05)
+    time.sleep(0.3)   # the copy to the scheduler follows the checkpoint
     worker = next(child for child in psutil.Process(workers[0].pid).children()   # under the `dask worker` nanny
                   if "spawn_main" in " ".join(child.cmdline()))
     worker.kill()
@@ -272,7 +276,18 @@ def test_separate_dask_processes_send_the_run_directories_back_and_survive_a_kil
         assert len((run / "metrics.csv").read_text().splitlines()) == 1 + t["epochs_run"]
     left = list(worker_tmp.glob("bpcli-trial-*"))   # the workers remove their folders; the killed one could not
     assert len(left) == 1
+    continued = [t for t in trials if t["continued_from_epoch"]]
+    assert len(continued) == 1, trials   # the killed worker's trial, from the checkpoint it had shared
+    run = sweep_dir / "trials" / str(continued[0]["number"])
+    alone = train_run(load_config(run / "config.yaml", [f"output.dir={tmp_path / 'alone'}"]), "alone.yaml")
+    assert metric_rows(run) == metric_rows(Path(alone["run_dir"]))[:continued[0]["epochs_run"]]
     assert (sweep_dir / "study.journal").is_file() and (sweep_dir / "best.yaml").is_file()
+
+
+def metric_rows(run: Path) -> list[dict]:
+    """metrics.jsonl without the seconds (the one column the clock decides)."""
+    return [{k: v for k, v in json.loads(line).items() if k != "seconds"}
+            for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_show_lists_the_best_trials_first(swept):

@@ -312,6 +312,8 @@ class SweepLoop:
         resume_files = pack(run) if run.is_run() and run.has_last() else {}
         task = {"number": number, "trial_id": trial_id, "config": config, "metric": self.sweep.metric,
                 "study": self.study_ref, "resume_files": resume_files}
+        share = {"name": f"bpcli-progress-{self.sweep_dir.name}-{number}", "every": self.sweep.share_every}
+        task["share"] = share
         key = f"bpcli-trial-{self.sweep_dir.name}-{number}-{uuid.uuid4().hex[:8]}"
         future = self.cluster.client.submit(run_trial, task, key=key, pure=False)
         running[future] = (number, params, config)
@@ -324,7 +326,14 @@ class SweepLoop:
                        f"{type(error).__name__}: {error}", "seconds": None, "worker": None, "files": {}}
         finally:
             future.release()
+            self.forget_progress(number)
         self.record(number, params, config, outcome)
+
+    def forget_progress(self, number: int) -> None:
+        """Drop the copy of the trial's run directory its worker kept on the scheduler: it has ended."""
+        from distributed import Variable
+
+        Variable(f"bpcli-progress-{self.sweep_dir.name}-{number}", client=self.cluster.client).delete()
 
     def record(self, number: int, params: dict, config: dict | None, outcome: dict) -> None:
         """Write the trial's run directory and the sweep's files, then tell Optuna (unless interrupted)."""
@@ -340,7 +349,8 @@ class SweepLoop:
         row = {"number": number, "state": outcome["state"], "value": outcome["value"],
                "best_epoch": summary.get("best_epoch"), "epochs_run": summary.get("epochs_run"),
                "seconds": outcome.get("seconds"), "training_seconds": summary.get("seconds"),
-               "worker": outcome.get("worker"), "error": outcome.get("error"), "params": params}
+               "worker": outcome.get("worker"), "continued_from_epoch": outcome.get("continued_from_epoch"),
+               "error": outcome.get("error"), "params": params}
         self.rows[number] = row
         if row["state"] == "complete" and self.is_better(row["value"]):
             self.best = row
@@ -394,7 +404,8 @@ def _row_of(frozen) -> dict:
     """A row from the study alone (its trials.jsonl line was lost): state, value and params."""
     state = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "fail"}.get(frozen.state.name, "fail")
     return {"number": frozen.number, "state": state, "value": frozen.value, "best_epoch": None, "epochs_run": None,
-            "seconds": None, "training_seconds": None, "worker": None, "params": dict(frozen.params),
+            "seconds": None, "training_seconds": None, "worker": None, "continued_from_epoch": None,
+            "params": dict(frozen.params),
             "error": "its row was rebuilt from the study" if state != "fail" else "failed (row rebuilt from the study)"}
 
 

@@ -15,6 +15,7 @@
     set: {training.epochs: 30}            # fixed overrides for every trial
     name: spirals-lr                      # the sweep directory is <output_dir>/<name>-<stamp>; default: the file's stem
     output_dir: sweeps
+    share_every: 30                       # seconds between copies of a running trial's checkpoint to the scheduler
 
 Validated like a config, in two stages: the sweep file alone (its keys, the
 samplers and pruners by name, each dimension as space.py states it), then the
@@ -77,6 +78,9 @@ class SweepFile(Strict):
     name: Annotated[Optional[str], AfterValidator(_check_folder_name)] = Field(
         None, description="The sweep directory's name before its stamp; null: the file's stem.")
     output_dir: str = Field("sweeps", description="Parent folder of sweep directories.")
+    share_every: float = Field(30.0, ge=0, description="Seconds between copies of a running trial's latest "
+                                                       "checkpoint to the Dask scheduler: a trial whose worker "
+                                                       "dies continues from its copy on another worker.")
 
 
 # -- the validated sweep -------------------------------------------------------------------------
@@ -98,6 +102,7 @@ class Sweep:
     space: dict[str, tuple[str, Any]]   # key -> (kind, values), in file order
     fixed: dict[str, Any] = field(default_factory=dict)   # `set`
     output_dir: str = "sweeps"
+    share_every: float = 30.0
     base_config: Config | None = None   # the base with `set` and the metric applied
 
     def resolved(self) -> dict:
@@ -105,7 +110,8 @@ class Sweep:
         path absolute."""
         return {"base": str(self.base.resolve()), "metric": self.metric, "trials": self.trials, "sampler": self.sampler, "seed": self.seed, "pruner": dict(self.pruner),
                 "space": {key: {kind: values} for key, (kind, values) in self.space.items()},
-                "set": dict(self.fixed), "name": self.name, "output_dir": self.output_dir}
+                "set": dict(self.fixed), "name": self.name, "output_dir": self.output_dir,
+                "share_every": self.share_every}
 
     def set_trials(self, trials: int) -> None:
         """Another number of trials (--trials); a grid's cannot exceed its size."""
@@ -160,7 +166,8 @@ def load_sweep(path: str | Path, base: str | Path | None = None) -> Sweep:
     sweep = Sweep(file=name, name=spec.name or Path(name).stem, base=base, base_text=base_text, metric=metric,
                   direction="maximize" if resolve_mode(metric) == "max" else "minimize",
                   trials=spec.trials or grid_size(space), sampler=spec.sampler, seed=spec.seed,
-                  pruner=spec.pruner.model_dump(), space=space, fixed=dict(spec.set), output_dir=spec.output_dir)
+                  pruner=spec.pruner.model_dump(), space=space, fixed=dict(spec.set), output_dir=spec.output_dir,
+                  share_every=spec.share_every)
     problems = _against_base(sweep, parse_yaml(base_text, str(base)).data)
     if problems:
         raise _sweep_error(name, problems, doc.positions)

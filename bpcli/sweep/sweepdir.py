@@ -7,6 +7,7 @@
         study.journal          the Optuna study (a JournalStorage file), unless --storage names another
         trials/<n>/            trial n's run directory, as `bpcli train` makes one: eval, inspect, plot take it
         trials.csv, .jsonl     a row per trial: number, state, value, best epoch, epochs, seconds, worker,
+                               the epoch it continued from (its worker died, or the sweep was resumed),
                                error, and its params
         best.yaml              the best trial's config, fully resolved: `bpcli train best.yaml` trains it again
         summary.json           the sweep's outcome: counts, the best trial, times, the cluster
@@ -38,7 +39,8 @@ def ranked(rows: list[dict], direction: str) -> list[dict]:
     return sorted(scored, key=lambda row: (row["state"] != "complete", sign * row["value"], row["number"]))
 
 
-COLUMNS = ("number", "state", "value", "best_epoch", "epochs_run", "seconds", "training_seconds", "worker", "error")
+COLUMNS = ("number", "state", "value", "best_epoch", "epochs_run", "seconds", "training_seconds", "worker",
+           "continued_from_epoch", "error")
 
 
 class SweepDir:

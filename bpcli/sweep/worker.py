@@ -3,6 +3,7 @@
     run_trial(task) -> outcome      the task the driver submits; `task` and `outcome` are plain data
     Pruning                         the Callback that reports each epoch's metric to Optuna and stops a pruned trial
     StopWhenAsked                   the Callback that interrupts training when the sweep is stopped (Ctrl-C)
+    ShareProgress                   the Callback that copies the run directory to the scheduler now and then
 
 A worker shares no folder with the driver: the trial trains in a folder of its
 own under the worker's temporary directory, and its run directory (config,
@@ -11,6 +12,13 @@ metrics, layers, summary, checkpoints) travels back inside the outcome as
 lives on the Dask scheduler (optuna-integration's DaskStorage): with a pruner,
 the worker reports each epoch to it and asks the pruner there, by the trial's
 id (without one, nothing: the epochs are in the run directory's metrics).
+
+A worker can die mid-trial (killed, out of memory, its machine gone). Dask
+then runs the task again on another worker; so that the trial goes on from
+where it was rather than from epoch 1, the run directory (with its newest
+`last` checkpoint) is copied to a Dask Variable on the scheduler every
+`share_every` seconds, and a task that finds such a copy continues it. bpcli's
+resume is exact, so the trial ends as it would have without the death.
 
 The outcome says how the trial ended: complete (its value is the best epoch's
 metric), pruned (its value is the last metric reported), fail (diverged, a
@@ -94,28 +102,71 @@ class StopWhenAsked(Callback):
             self.stop.signum = signal.SIGINT
 
 
+class ShareProgress(Callback):
+    """At an epoch's end, at most every `every` seconds: the run directory, with its newest `last`
+    checkpoint, to the Dask Variable `name` on the scheduler (where a rerun of the task finds it)."""
+
+    def __init__(self, run: RunDir, name: str, every: float):
+        self.run, self.name, self.every = run, name, every
+        self.shared_at, self.shared_checkpoint = time.monotonic(), None
+
+    def on_epoch_end(self, loop, row):
+        if time.monotonic() - self.shared_at < self.every or not self.run.last.is_file():
+            return
+        stamp = self.run.last.stat().st_mtime_ns
+        if stamp == self.shared_checkpoint:   # no newer checkpoint than the copy already there
+            return
+        from distributed import Variable
+
+        Variable(self.name).set(pack(self.run))
+        self.shared_at, self.shared_checkpoint = time.monotonic(), stamp
+
+
+def shared_progress(name: str) -> dict[str, bytes]:
+    """The run directory an earlier attempt at this trial shared, or {} (none, or not on a Dask worker)."""
+    try:
+        from distributed import Variable
+
+        return Variable(name).get(timeout="100ms") or {}
+    except (TimeoutError, ValueError):   # never set; ValueError: no Dask client here (a direct call)
+        return {}
+
+
 def run_trial(task: dict) -> dict:
     """Train one trial on this worker and return its outcome, with its run directory's files.
 
     task: number, trial_id, config (resolved, validated by the driver), metric, study (name, storage,
-    pruner, max_epochs, stop event), and resume_files: an interrupted run directory to continue, or {}.
+    pruner, max_epochs, stop event), resume_files: an interrupted run directory to continue, or {},
+    and share: {name, every} of the Variable that keeps the trial's progress while it runs.
     """
     started = time.perf_counter()
     folder = Path(tempfile.mkdtemp(prefix=f"bpcli-trial-{task['number']}-"))
     try:
         stop = StopRequest()
+        run = RunDir(folder / "run")
         pruning = Pruning(_trial(task["study"], task["trial_id"]), task["metric"]) \
             if task["study"]["pruner"]["name"] != "none" else None   # without a pruner, no epoch is reported
-        callbacks = [*([pruning] if pruning else []), StopWhenAsked(task["study"]["stop_event"], stop)]
-        run = RunDir(folder / "run")
-        resume = unpack(run, task.get("resume_files") or {})
+        callbacks = [*([pruning] if pruning else []), StopWhenAsked(task["study"]["stop_event"], stop),
+                     ShareProgress(run, task["share"]["name"], task["share"]["every"])]
+        resume = unpack(run, shared_progress(task["share"]["name"]) or task.get("resume_files") or {})
+        continued_from = _epoch_of(run) if resume else None
         config = {**task["config"], "output": {"dir": str(folder), "name": "run"}}
         outcome = _train(config, callbacks, stop, resume, pruning)
         outcome["files"] = pack(run) if run.path.is_dir() else {}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    return {"number": task["number"], **outcome, "seconds": round(time.perf_counter() - started, 3),
-            "worker": _worker_name()}
+    return {"number": task["number"], **outcome, "continued_from_epoch": continued_from,
+            "seconds": round(time.perf_counter() - started, 3), "worker": _worker_name()}
+
+
+def _epoch_of(run: RunDir) -> int | None:
+    """The epochs done in the checkpoint a trial continues from."""
+    from bpcli.training.checkpoint import load_checkpoint
+
+    try:
+        return load_checkpoint(run.last).meta["state"]["epoch"]
+    except BpcliError:   # damaged: the resume finds last.prev or starts afresh, and says so
+        return None
 
 
 def _train(config: dict, callbacks: list, stop: StopRequest, resume: str | None, pruning: Pruning | None) -> dict:
