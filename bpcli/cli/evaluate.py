@@ -1,4 +1,4 @@
-"""`bpcli eval CHECKPOINT` and `bpcli predict CHECKPOINT INPUT`."""
+"""`bpcli eval CHECKPOINT` and `bpcli predict CHECKPOINT INPUT`: a checkpoint file or a run directory (its best)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,17 @@ import typer
 
 from bpcli.cli.common import console, print_json, user_errors
 
+CHECKPOINT_HELP = "A checkpoint file, or a run directory (its best checkpoint)."
+
+
+def warn(message: str) -> None:
+    """On stderr, so that stdout keeps only the report (or the JSON, or the predictions)."""
+    typer.echo(f"warning: {message}", err=True)
+
 
 @user_errors
 def eval_(
-    checkpoint: str = typer.Argument(..., help="A checkpoint file (e.g. RUN_DIR/checkpoints/best.safetensors)."),
+    checkpoint: str = typer.Argument(..., metavar="CHECKPOINT_OR_RUN_DIR", help=CHECKPOINT_HELP),
     dataset: Optional[str] = typer.Option(None, help="Another dataset name or .csv/.npz path (default: the training one)."),
     split: str = typer.Option("test", help="test, val or train."),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Dataset cache folder."),
@@ -23,7 +30,7 @@ def eval_(
 ) -> None:
     """Loss, accuracy, confusion matrix and per-class precision/recall/F1 (or MSE, MAE, R²) of a checkpoint.
 
-    Example: bpcli eval runs/quickstart-20260101-120000/checkpoints/best.safetensors --split test --plot eval.png
+    Example: bpcli eval runs/quickstart-20260101-120000 --split test --plot eval.png
     """
     from bpcli.errors import UsageError
     from bpcli.tools.inference import SPLITS, evaluate_with_outputs
@@ -34,7 +41,8 @@ def eval_(
         from bpcli.plots.figures import require_matplotlib
 
         require_matplotlib()  # before the evaluation, not after it
-    evaluation = evaluate_with_outputs(checkpoint, dataset=dataset, split=split, data_dir=data_dir)
+    evaluation = evaluate_with_outputs(checkpoint, dataset=dataset, split=split, data_dir=data_dir,
+                                       on_warning=warn)
     if as_json:
         print_json(evaluation.result)
     else:
@@ -87,18 +95,18 @@ def _per_class_table(r: dict):
 
 @user_errors
 def predict(
-    checkpoint: str = typer.Argument(..., help="A checkpoint file."),
+    checkpoint: str = typer.Argument(..., metavar="CHECKPOINT_OR_RUN_DIR", help=CHECKPOINT_HELP),
     inputs: str = typer.Argument(..., metavar="INPUT", help="A .csv of features (header row) or an .npz with X."),
     output: Optional[str] = typer.Option(None, help="Write the predictions CSV here instead of stdout."),
 ) -> None:
     """Predictions (class and probabilities, or values) for every row of INPUT, as CSV.
 
-    Example: bpcli predict runs/spirals-20260101-120000/checkpoints/best.safetensors points.csv --output preds.csv
+    Example: bpcli predict runs/spirals-20260101-120000 points.csv --output preds.csv
     """
+    from bpcli.api import load
     from bpcli.fileio import write_file
-    from bpcli.tools.inference import predict_file
 
-    text = predict_file(checkpoint, inputs)
+    text = load(checkpoint, on_warning=warn).predictions_csv(inputs)   # the Python API's own path
     if output:
         write_file(output, text, "predictions", when_full="free some space and run the command again")
         typer.echo(f"wrote {text.count(chr(10)) - 1} predictions to {output}", err=True)

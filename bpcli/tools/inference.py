@@ -3,6 +3,9 @@
 A checkpoint carries the resolved config, the preprocessing statistics and the
 weights, so evaluation rebuilds exactly the model that was trained and feeds
 it data transformed exactly as in training (never refitted on the new data).
+
+Wherever a checkpoint is taken, a run directory is too (`open_checkpoint`): its
+best checkpoint, or its last one while no epoch has ended.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import numpy as np
 from pydantic import ValidationError
 
 from bpcli.training.checkpoint import Checkpoint, load_checkpoint
+from bpcli.training.run import find_checkpoint
+from bpcli.training.rundir import RunDir
 from bpcli.config.sections import Config, resolved_dict
 from bpcli.data.catalog import DATASETS, IdxSource, load_dataset
 from bpcli.errors import CheckpointError, ConfigError, DataError
@@ -59,6 +64,59 @@ def restore(checkpoint: Checkpoint) -> Restored:
     _load_preprocessing(checkpoint, preprocessor, model.input_dim)
     _check_task(checkpoint, loss, model)
     return Restored(model, loss, preprocessor, config, meta["task"], _class_names(meta["class_names"], loss, model))
+
+
+ACCEPTED = "give a checkpoint file (.safetensors) or a run directory made by bpcli train (runs/NAME)"
+
+
+def open_checkpoint(path: str | Path, on_warning=None) -> Checkpoint:
+    """The checkpoint a path names: the file itself, or a run directory's best checkpoint.
+
+    A run with no best yet (stopped before its first epoch ended) gives its last
+    state, with a warning, since those weights are not the best of anything.
+    """
+    p = Path(path)
+    if not p.is_dir():
+        return load_checkpoint(p)
+    run = RunDir(p)
+    if not run.is_run():
+        raise CheckpointError(f"{p} is a folder but not a run directory (it has no {run.config.name}){_runs_inside(p)}; "
+                              f"{ACCEPTED}")
+    if run.best.is_file():
+        return load_checkpoint(run.best)
+    if not run.has_last():
+        raise CheckpointError(f"{run} has no checkpoint yet: neither {run.best} nor {run.last} exists (the run "
+                              f"stopped before its first save); continue it with bpcli train --resume {run}")
+    checkpoint = find_checkpoint(run, on_warning)
+    if on_warning:
+        on_warning(f"{run} has no best checkpoint yet (no epoch ended); using its last state {checkpoint.path}")
+    return checkpoint
+
+
+def _runs_inside(folder: Path) -> str:
+    """'; it holds the run directories a, b, ...' for a parent of runs (`bpcli eval runs`), else ''."""
+    try:
+        runs = sorted(d.name for d in folder.iterdir() if RunDir(d).is_run())
+    except OSError:
+        return ""
+    more = ", ..." if len(runs) > 3 else ""
+    return f"; it holds the run directories {', '.join(runs[:3])}{more}" if runs else ""
+
+
+def load_restored(path: str | Path, on_warning=None) -> Restored:
+    """restore() of a checkpoint file or of a run directory's best checkpoint."""
+    return restore(open_checkpoint(path, on_warning))
+
+
+def predict_outputs(r: Restored, x, batch_size: int = 4096, source: str = "the input") -> np.ndarray:
+    """The network's outputs (logits, or values for regression) for raw inputs, preprocessed as in training."""
+    x = np.asarray(x)
+    if x.ndim < 2:
+        raise DataError(f"{source} has shape {x.shape}; give one row per example, (n, {r.model.input_dim})")
+    if x.dtype.kind not in "fiub":
+        raise DataError(f"{source} holds {x.dtype} values; the model takes numbers")
+    _check_features(x, r, source)
+    return predict_logits(r.model, r.preprocessor.transform(x, r.model.dtype), batch_size)
 
 
 def _reason(error: Exception) -> str:
@@ -156,15 +214,16 @@ class Evaluation:
 
 
 def evaluate_with_outputs(path: str | Path, *, dataset: str | None = None, split: str = "test",
-                          data_dir: str | None = None, batch_size: int = 4096) -> Evaluation:
+                          data_dir: str | None = None, batch_size: int = 4096, on_warning=None) -> Evaluation:
     """evaluate_checkpoint, keeping the raw inputs, targets and the network's outputs."""
-    checkpoint = load_checkpoint(path)
+    checkpoint = open_checkpoint(path, on_warning)
     r = restore(checkpoint)
     x, y, source = _split_arrays(checkpoint, r, dataset, split, data_dir)
     _check_features(x, r, source)
     logits = predict_logits(r.model, r.preprocessor.transform(x, r.model.dtype), batch_size)
     y = loss_targets(y, r.task, r.model.dtype)
-    result = {"checkpoint": str(path), "dataset": source, "split": split, "n": len(y),
+    result = {"checkpoint": str(checkpoint.path if Path(path).is_dir() else path), "dataset": source, "split": split,
+              "n": len(y),
               "loss": r.loss(logits, y)[0]}
     if r.task == "regression":
         result.update(regression_metrics(logits, y.reshape(logits.shape)))
@@ -210,21 +269,21 @@ def _check_features(x: np.ndarray, r: Restored, source: str) -> None:
 
 def predict_file(checkpoint_path: str | Path, input_path: str | Path, batch_size: int = 4096) -> str:
     """Predictions for the rows of a CSV (all columns are features, except the training target) or an NPZ's X, as CSV."""
-    r = restore(load_checkpoint(checkpoint_path))
-    x = _read_inputs(Path(input_path), r)
-    _check_features(x, r, str(input_path))
-    logits = predict_logits(r.model, r.preprocessor.transform(x, r.model.dtype), batch_size)
-    return _predictions_csv(logits, r)
+    r = load_restored(checkpoint_path)
+    return predictions_csv(predict_outputs(r, read_inputs(input_path, r), batch_size, str(input_path)), r)
 
 
-def _read_inputs(path: Path, r: Restored) -> np.ndarray:
+def read_inputs(path: str | Path, r: Restored) -> np.ndarray:
+    """The rows of a CSV (without the training target's column, if present) or an NPZ's X."""
+    path = Path(path)
     if path.suffix.lower() == ".npz":
         return load_npz_inputs(str(path))
     target = r.config.data.options.get("target", "label")
     return load_csv_inputs(str(path), drop=(target,))
 
 
-def _predictions_csv(logits: np.ndarray, r: Restored) -> str:
+def predictions_csv(logits: np.ndarray, r: Restored) -> str:
+    """What `bpcli predict` writes: class and probabilities per row (multiclass, binary), or the values."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     if r.task == "regression":
