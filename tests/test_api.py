@@ -77,7 +77,7 @@ def test_a_run_without_any_checkpoint_is_refused_with_exit_5(run_dir, tmp_path):
     copy = RunDir(shutil.copytree(run_dir, tmp_path / "copy"))
     for checkpoint in copy.checkpoints.iterdir():
         checkpoint.unlink()
-    for command in (["eval", copy.path], ["predict", copy.path, "x.csv"]):
+    for command in (["eval", copy.path], ["predict", copy.path, "x.csv"], ["export", copy.path]):
         result = cli(*command)
         assert result.exit_code == 5 and result.stdout == ""
         assert result.stderr == (f"error: {copy} has no checkpoint yet: neither {copy.best} nor {copy.last} exists "

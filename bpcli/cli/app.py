@@ -49,8 +49,8 @@ def build_app():
     import typer
 
     from bpcli import __version__
-    from bpcli.cli import (config, data, evaluate, explain, gradcheck, inspect_command, plot, sweep, time_command,
-                           train)
+    from bpcli.cli import (config, data, evaluate, explain, export, gradcheck, inspect_command, plot, sweep,
+                           time_command, train)
     from bpcli.cli.common import state
 
     app = typer.Typer(
@@ -64,6 +64,7 @@ def build_app():
     app.command()(train.train)
     app.command("eval")(evaluate.eval_)
     app.command()(evaluate.predict)
+    app.command("export")(export.export)
     app.command()(gradcheck.gradcheck)
     app.command("time")(time_command.time_)
     app.command("plot")(plot.command)
