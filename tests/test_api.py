@@ -197,3 +197,25 @@ def test_importing_bpcli_stays_light_and_hands_out_the_api_on_first_use():
     assert result.stdout.split() == ["True", "True", "True", "True"]
     with pytest.raises(AttributeError, match="no attribute 'trian'"):
         bpcli.trian
+
+
+# -- bpcli train --json (item 6) -------------------------------------------------------------------------
+
+def test_train_json_prints_only_the_summary_on_stdout_and_the_rest_on_stderr(tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(json.dumps(tiny(tmp_path, "json")))
+    result = cli("train", config, "--json", "--set", "optimizer.name=sgd", "--set", "optimizer.lr=1e-9",
+                 "--set", "diagnostics.enabled=true")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)   # pure JSON: nothing before or after it
+    assert summary == json.loads((tmp_path / "runs" / "json" / "summary.json").read_text())
+    assert summary["epochs_run"] == 3 and summary["run_dir"] == str(tmp_path / "runs" / "json")
+    assert "epoch 1/3" in result.stderr and "warning: " in result.stderr   # progress and the lr warning
+    assert "Run directory" not in result.stdout + result.stderr   # the human summary is not printed
+
+
+def test_train_json_with_sanity_is_refused(tmp_path):
+    result = cli("train", "xor", "--json", "--sanity")
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr == ("error: --json prints the summary of a training run, and --sanity trains none: give one "
+                             "of them\n")

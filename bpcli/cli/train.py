@@ -10,7 +10,7 @@ from typing import List, Optional
 
 import typer
 
-from bpcli.cli.common import console, no_color, user_errors
+from bpcli.cli.common import console, no_color, print_json, user_errors
 
 SET_HELP = "Override a config key, e.g. --set optimizer.lr=0.05 (repeatable)."
 
@@ -59,6 +59,8 @@ def train(
     force: bool = typer.Option(False, help="Resume even if the config changed in ways that alter the run."),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Dataset cache folder."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on stdout (progress "
+                                 "and warnings go to stderr)."),
     sanity: bool = typer.Option(False, "--sanity", help="Run the sanity checks (initial loss, l2 in the loss, "
                                 "overfit 100 examples) instead of training; exit 1 if one fails."),
 ) -> None:
@@ -81,6 +83,8 @@ def train(
     if sanity and resume:
         raise ConfigError("--sanity checks a config before a new run starts; it cannot be combined with --resume "
                           "(run bpcli train CONFIG --sanity, then train or resume without it)")
+    if sanity and as_json:
+        raise ConfigError("--json prints the summary of a training run, and --sanity trains none: give one of them")
     cfg, name = resolve_config(config, overrides or [], resume)
     if sanity:
         run_sanity_checks(cfg, name, data_dir)
@@ -99,7 +103,10 @@ def train(
         typer.echo("aborted by a second Ctrl-C; the last checkpoint written is intact: continue with "
                    "--resume RUN_DIR", err=True)
         raise typer.Exit(130)
-    print_summary(summary)
+    if as_json:
+        print_json(summary)
+    else:
+        print_summary(summary)
 
 
 def run_sanity_checks(cfg, name: str, data_dir: Optional[str]) -> None:
