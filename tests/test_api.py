@@ -1,6 +1,8 @@
-"""The Python API (bpcli.train, bpcli.load) and a run directory wherever a checkpoint is taken (eval, predict)."""
+"""The Python API (bpcli.train, bpcli.load), and the command line around it: a run directory wherever a
+checkpoint is taken (eval, predict, export), `bpcli train --json`, shell completion."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -219,3 +221,42 @@ def test_train_json_with_sanity_is_refused(tmp_path):
     assert result.exit_code == 2 and result.stdout == ""
     assert result.stderr == ("error: --json prints the summary of a training run, and --sanity trains none: give one "
                              "of them\n")
+
+
+# -- shell completion (item 7) ---------------------------------------------------------------------------
+
+def complete(words: str, shell: str = "bash") -> str:
+    """What bpcli answers the completion script of `shell` for the command line `words` (cursor at its end)."""
+    env = {"_BPCLI_COMPLETE": f"complete_{shell}", "COMP_WORDS": words, "COMP_CWORD": str(len(words.split(" ")) - 1),
+           "_TYPER_COMPLETE_ARGS": words}
+    result = runner.invoke(app, [], prog_name="bpcli", env=env)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_completion_offers_commands_and_options():
+    assert complete("bpcli ex").split() == ["export", "explain"]
+    assert complete("bpcli eval runs/a --sp").split() == ["--split"]
+
+
+@pytest.mark.parametrize("words", ["bpcli train con", "bpcli eval ru", "bpcli predict runs/a po", "bpcli export ",
+                                   "bpcli inspect ", "bpcli plot runs/a ru"])
+def test_path_arguments_leave_completion_to_the_shells_files_and_folders(words):
+    """No word list for a path: bash's `complete -o default` then completes files and folders, zsh gets _files.
+    (A pathlib.Path argument would answer with the typed word itself, and block that.)"""
+    assert complete(words).split() == []
+    assert complete(words, "zsh").split() == ["_files"]
+
+
+def test_the_bash_script_installs_a_completion_that_falls_back_to_files():
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("no bash")
+    script = ('eval "$(bpcli --show-completion bash)"; complete -p bpcli; '
+              "COMP_WORDS=(bpcli gr); COMP_CWORD=1; _bpcli_completion bpcli; echo \"[${COMPREPLY[*]}]\"; "
+              "COMP_WORDS=(bpcli eval r); COMP_CWORD=2; _bpcli_completion bpcli; echo \"[${COMPREPLY[*]}]\"")
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"   # this environment's bpcli
+    result = subprocess.run([bash, "--norc", "-c", script], capture_output=True, text=True, env={**os.environ,
+                            "PATH": path}, timeout=60)
+    assert result.stdout.splitlines() == ["complete -o default -F _bpcli_completion bpcli", "[gradcheck]", "[]"], \
+        result.stderr

@@ -56,7 +56,7 @@ def build_app():
     app = typer.Typer(
         name="bpcli",
         help="Train neural networks with backpropagation written by hand in NumPy.\n\n" + EXIT_CODES_HELP,
-        add_completion=False,
+        add_completion=True,
         no_args_is_help=True,
         rich_markup_mode=None,
         pretty_exceptions_enable=False,
