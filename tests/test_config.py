@@ -94,7 +94,7 @@ DEFAULT_SECTIONS = {
                     "gradient_ratio": 1000.0, "exploding_norm": 1000.0, "dead_fraction": 0.5,
                     "saturated_fraction": 0.5, "update_ratio_low": 1e-5, "update_ratio_high": 0.1},
     "checkpoint": {"every": 0, "keep": 3},
-    "output": {"dir": "runs", "name": None},
+    "output": {"dir": "runs", "name": None, "tensorboard": False},
 }
 
 

@@ -61,6 +61,8 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on stdout (progress "
                                  "and warnings go to stderr)."),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write TensorBoard event files to RUN_DIR/tb "
+                                     "(as output.tensorboard: true; needs tensorboardX, the tensorboard extra)."),
     sanity: bool = typer.Option(False, "--sanity", help="Run the sanity checks (initial loss, l2 in the loss, "
                                 "overfit 100 examples) instead of training; exit 1 if one fails."),
 ) -> None:
@@ -86,6 +88,8 @@ def train(
     if sanity and as_json:
         raise ConfigError("--json prints the summary of a training run, and --sanity trains none: give one of them")
     cfg, name = resolve_config(config, overrides or [], resume)
+    if tensorboard:
+        cfg = cfg.model_copy(update={"output": cfg.output.model_copy(update={"tensorboard": True})})
     if sanity:
         run_sanity_checks(cfg, name, data_dir)
         return
@@ -94,7 +98,7 @@ def train(
         with graceful_interrupts(stop), DownloadProgress() as downloads:
             summary = train_run(cfg, name, data_dir=data_dir, resume=resume, init_from=init_from, force=force,
                                 callbacks=progress_callbacks(quiet), stop=stop, on_progress=downloads,
-                                on_warning=warn)
+                                on_warning=warn, invocation=invocation(config, overrides or []))
     except Interrupted as stopped:
         again = f"bpcli train {config + ' ' if config else ''}--resume {stopped.run_dir}"
         typer.echo(f"{stopped}: a resumable checkpoint was saved. Continue with:\n  {again}", err=True)
@@ -107,6 +111,15 @@ def train(
         print_json(summary)
     else:
         print_summary(summary)
+
+
+def invocation(config: Optional[str], overrides: list[str]):
+    """What run.json records of this command: its command line as the shell gave it, the --set overrides, the
+    config file read (a shipped config's own path when CONFIG named one)."""
+    from bpcli.config.loading import config_path
+    from bpcli.training.record import Invocation
+
+    return Invocation(list(sys.argv), list(overrides), str(config_path(config)) if config else None)
 
 
 def run_sanity_checks(cfg, name: str, data_dir: Optional[str]) -> None:

@@ -168,6 +168,8 @@ class OutputSection(Strict):
     dir: FolderPath = Field("runs", description="Parent folder of run directories.")
     name: Annotated[Optional[str], AfterValidator(_check_folder_name)] = Field(
         None, description="Run directory name; null: <config file stem>-<YYYYmmdd-HHMMSS>.")
+    tensorboard: bool = Field(False, description=(
+        "Also write TensorBoard event files to the run's tb/ folder (needs tensorboardX: the tensorboard extra)."))
 
 
 class DiagnosticWarnings(Strict):
@@ -225,7 +227,8 @@ class Config(Strict):
         "Per-layer gradient and activation figures each epoch, and warnings when training looks unhealthy."))
     checkpoint: CheckpointSection = Field(default_factory=CheckpointSection, description=(
         "Which checkpoints a run keeps besides the best and the last."))
-    output: OutputSection = Field(default_factory=OutputSection, description="Where the run directory goes.")
+    output: OutputSection = Field(default_factory=OutputSection, description=(
+        "Where the run directory goes, and whether TensorBoard files are written."))
 
     @model_validator(mode="before")
     @classmethod

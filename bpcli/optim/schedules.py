@@ -194,11 +194,18 @@ def build_schedule(name: str, **kwargs) -> Schedule:
     return SCHEDULES[name](**kwargs)
 
 
+def takes_from_config(name: str) -> set[str]:
+    """Which of CONTEXT the schedule `name` takes (its constructor's parameters): a cosine schedule's lr at
+    every step depends on `epochs`, so a resumed run that changes training.epochs changes its lr."""
+    cls = SCHEDULES.get(name)   # a name no longer registered (an old checkpoint's) takes nothing we know of
+    return set(CONTEXT) & set(inspect.signature(cls.__init__).parameters) if cls else set()
+
+
 def schedule_from_config(options: dict, *, lr: float, steps_per_epoch: int, epochs: int, mode: str) -> Schedule:
     """The schedule a config's `schedule` section names, with its own options (None: the default) and
     what it takes from elsewhere in the config: lr, the epoch length, epochs, the monitor's mode."""
     cls = SCHEDULES[options["name"]]
     context = {"lr": lr, "steps_per_epoch": steps_per_epoch, "epochs": epochs, "mode": mode}
-    takes = inspect.signature(cls.__init__).parameters
+    takes = takes_from_config(options["name"])
     own = {k: v for k, v in options.items() if k != "name" and v is not None}
     return cls(**own, **{k: v for k, v in context.items() if k in takes})

@@ -79,11 +79,14 @@ def fresh_sums(taps: list[Tap]) -> dict:
 
 
 class LayerDiagnostics(Callback):
-    """Measures each layer while training (batch hooks) and logs a row per layer as each epoch ends."""
+    """Measures each layer while training (batch hooks) and logs a row per layer as each epoch ends.
 
-    def __init__(self, run: RunDir, options: dict, on_warning=None):
+    `on_rows`, if given, is handed each epoch's rows as they are logged (TensorBoard writes them too).
+    """
+
+    def __init__(self, run: RunDir, options: dict, on_warning=None, on_rows=None):
         self.csv_path, self.jsonl_path = run.layers_csv, run.layers_jsonl
-        self.options, self.on_warning = options, on_warning
+        self.options, self.on_warning, self.on_rows = options, on_warning, on_rows
         self.warnings: list[dict] = []
         self.taps: list[Tap] = []
         self.sums: dict = {}
@@ -173,6 +176,8 @@ class LayerDiagnostics(Callback):
     def on_epoch_end(self, loop, row):
         rows = self.epoch_rows(row["epoch"])
         self._append_logs(rows)
+        if self.on_rows:
+            self.on_rows(rows)
         for warning in warnings_for(rows, self.options, lr_is_full=row["lr"] >= 0.5 * self.base_lr):
             if warning["kind"] not in {w["kind"] for w in self.warnings}:
                 self.warnings.append(warning)

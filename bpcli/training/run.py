@@ -4,6 +4,7 @@
 
 The run directory's files are named by RunDir (rundir.py). `--resume` takes
 the run directory or one of its checkpoints and continues where it stopped.
+Each session that trains a run adds itself to its run.json (record.py).
 """
 
 from __future__ import annotations
@@ -15,23 +16,30 @@ import numpy as np
 import yaml
 
 from bpcli.config.loading import parse_config_text
+from bpcli.config.yamlio import read_yaml_file
 from bpcli.config.sections import Config, resolved_dict
 from bpcli.data.catalog import load_dataset
 from bpcli.data.preprocessing import Prepared, prepare
-from bpcli.errors import CheckpointError, ConfigError, DiskFullError, Interrupted
+from bpcli.errors import BpcliError, CheckpointError, ConfigError, DiskFullError, Interrupted
 from bpcli.fileio import write_file
 from bpcli.nn.losses import LOSSES
+from bpcli.optim.schedules import takes_from_config
 from bpcli.training.callbacks import CheckpointCallback, EarlyStopping, MetricsLogger
 from bpcli.training.checkpoint import Checkpoint, load_checkpoint
 from bpcli.training.diagnostics import LayerDiagnostics
 from bpcli.training.interrupts import StopRequest
+from bpcli.training.record import Invocation, RunRecord
 from bpcli.training.rundir import RunDir
 from bpcli.training.step import build_parts
+from bpcli.training.tensorboard import TensorBoardLogger, require_tensorboardx, write_hparams
 from bpcli.training.trainer import Trainer
 
-# Config keys that may change when a run is resumed: they do not change what is computed.
+# Config keys that may change when a run is resumed: they do not change what is computed. training.epochs
+# only extends or shortens the run, unless the schedule anneals over it (cosine): see check_resume_config.
 RESUMABLE_CHANGES = ("training.epochs", "data.data_dir", "data.mirrors", "data.eval_batch_size",
-                     "checkpoint.every", "checkpoint.keep", "output.dir", "output.name")
+                     "checkpoint.every", "checkpoint.keep", "output.dir", "output.name", "output.tensorboard")
+# Keys that say where a run is kept and what is watched, not what is computed: left out when runs are told apart.
+BOOKKEEPING = ("output.", "checkpoint.", "diagnostics.", "data.data_dir", "data.mirrors", "data.eval_batch_size")
 
 
 def as_config(config: Config | dict) -> Config:
@@ -113,23 +121,66 @@ def config_differences(old, new, prefix: str = "") -> list[tuple[str, object, ob
     return [] if old == new else [(prefix.rstrip("."), old, new)]
 
 
+def differing_keys(configs: list[dict], ignore: tuple[str, ...] = BOOKKEEPING) -> list[str]:
+    """The dotted keys whose values are not the same in every config (first seen first), bookkeeping left out."""
+    keys: list[str] = []
+    for other in configs[1:]:
+        keys += [key for key, _, _ in config_differences(configs[0], other) if key not in keys]
+    return [key for key in keys if not key.startswith(ignore)]
+
+
+def config_value(config, key: str):
+    """The value at a dotted key (`model.layers.0.units`) of a resolved config; None where there is none."""
+    for part in key.split("."):
+        if isinstance(config, dict):
+            config = config.get(part)
+        elif isinstance(config, list) and part.isdigit() and int(part) < len(config):
+            config = config[int(part)]
+        else:
+            return None
+    return config
+
+
+def read_run_config(run: RunDir) -> dict | None:
+    """A run directory's resolved config.yaml as data; None if it has none or it cannot be read."""
+    try:
+        data = read_yaml_file(run.config).data
+    except BpcliError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def check_resume_config(saved: dict, resolved: dict, force: bool) -> None:
-    """Refuse to resume with a config that changes what is computed, unless forced."""
+    """Refuse to resume with a config that changes what is computed, unless forced.
+
+    A changed training.epochs is refused too when the schedule takes the epochs (cosine
+    anneals to min_lr at the last one): every remaining step would get another lr than the
+    run was following. Keeping the old horizon instead would train the added epochs at
+    min_lr (often 0), which is never what a longer run is for; with --force the schedule
+    is stretched (or squeezed) to the new number of epochs from where the run stands.
+    """
+    horizon = any("epochs" in takes_from_config(c["schedule"]["name"]) for c in (saved, resolved))
     changed = [d for d in config_differences(saved, resolved)
-               if d[0] not in RESUMABLE_CHANGES and not d[0].startswith("diagnostics")]  # they only observe
+               if (d[0] == "training.epochs" and horizon)
+               or (d[0] not in RESUMABLE_CHANGES and not d[0].startswith("diagnostics"))]  # diagnostics observe
     if changed and not force:
-        lines = "; ".join(f"{path}: {old!r} in the checkpoint, {new!r} now" for path, old, new in changed)
+        lines = "; ".join(f"{path}: {old!r} in the checkpoint, {new!r} now" + (
+            f" (the {resolved['schedule']['name']} schedule anneals the lr over training.epochs, so the lr of "
+            "every step from here on would change)" if path == "training.epochs" else "")
+            for path, old, new in changed)
         raise ConfigError(f"the config differs from the checkpoint's: {lines}. Resuming would not continue the "
                           f"same run; use --force to resume anyway (only {', '.join(RESUMABLE_CHANGES)} may "
-                          "change freely)")
+                          "change freely, training.epochs only with a schedule that does not depend on it)")
 
 
 def train_run(config: Config | dict, config_name: str, *, data_dir: str | None = None, resume: str | None = None,
               init_from: str | None = None, force: bool = False, callbacks=(), stop: StopRequest | None = None,
-              on_progress=None, on_warning=None) -> dict:
+              on_progress=None, on_warning=None, invocation: Invocation | None = None) -> dict:
     """Train from a config, resume a run, or start one from another's weights (init_from); returns the
-    summary also written to summary.json."""
+    summary also written to summary.json. `invocation` (the command line, from the CLI) goes to run.json."""
     config = as_config(config)
+    if config.output.tensorboard:
+        require_tensorboardx()   # before anything is loaded or written
     config_text = yaml.safe_dump(resolved_dict(config), sort_keys=False)
     checkpoint, run = resume_point(resume, on_warning) if resume else (None, None)
     if checkpoint:
@@ -140,25 +191,27 @@ def train_run(config: Config | dict, config_name: str, *, data_dir: str | None =
         raise CheckpointError(f"the validation split differs from the one {checkpoint.path} was trained with "
                               f"(hash {checkpoint.meta.get('val_hash')} vs {data.val_hash}): different data?")
     run, lock = open_run(run, config, config_name, config_text, on_warning)
+    record = RunRecord(run, invocation, on_warning)
     try:
-        return _train(config, data, run, checkpoint, start, force, callbacks, stop, on_warning, config_text)
+        return _train(config, data, run, checkpoint, start, force, callbacks, stop, on_warning, config_text, record)
     finally:
         RunDir.unlock(lock)
 
 
 def _train(config: Config, data: Prepared, run: RunDir, checkpoint: Checkpoint | None, start: Checkpoint | None,
-           force: bool, callbacks, stop, on_warning, config_text: str) -> dict:
+           force: bool, callbacks, stop, on_warning, config_text: str, record: RunRecord) -> dict:
     """Build the trainer, bring it to where the run stood, train, and write the summary however it ends."""
     trainer = build_trainer(config, data, run, callbacks, stop, on_warning)
     if checkpoint:
         resume_trainer(trainer, checkpoint, force)
     write_file(run.config, config_text, "config")   # a resumed run's, once its checkpoint was accepted
+    record.start(trainer.epoch)
     if start:
         start_from_weights(trainer, start)
     if trainer.finished():   # a finished run resumed: nothing to train, only what is missing to repair
         trainer.stop_reason = trainer.stop_reason or f"completed {trainer.epochs} epochs"
         trainer.end(evaluate_test=True)
-        write_summary(run, trainer.summary)
+        end_session(run, record, trainer.summary)
         return {"run_dir": str(run), **trainer.summary, "already_finished": True}
     try:
         trainer.fit()
@@ -167,8 +220,15 @@ def _train(config: Config, data: Prepared, run: RunDir, checkpoint: Checkpoint |
         raise
     finally:
         if trainer.summary:   # however the run ended
-            write_summary(run, trainer.summary)
+            end_session(run, record, trainer.summary)
+    if config.output.tensorboard:   # with the test metrics, which the callbacks have not seen
+        write_hparams(run, trainer.config_record, trainer.summary)
     return {"run_dir": str(run), **trainer.summary}
+
+
+def end_session(run: RunDir, record: RunRecord, summary: dict) -> None:
+    write_summary(run, summary)
+    record.finish(summary)
 
 
 def open_run(run: RunDir | None, config: Config, config_name: str, config_text: str,
@@ -202,9 +262,12 @@ def build_trainer(config: Config, data: Prepared, run: RunDir, callbacks=(), sto
     state after the epoch's end and the logs on disk hold row N.
     """
     early, diagnostics = config.training.early_stopping, config.diagnostics
+    board = [TensorBoardLogger(run)] if config.output.tensorboard else []
+    on_rows = board[0].add_layer_rows if board else None   # the layer rows go to TensorBoard too
     observers = [*([EarlyStopping(early.patience)] if early else []),
-                 *([LayerDiagnostics(run, diagnostics.model_dump(), on_warning)] if diagnostics.enabled else []),
-                 MetricsLogger(run, on_warning),
+                 *([LayerDiagnostics(run, diagnostics.model_dump(), on_warning, on_rows)] if diagnostics.enabled
+                   else []),
+                 MetricsLogger(run, on_warning), *board,
                  CheckpointCallback(run, config.checkpoint.every, config.checkpoint.keep), *callbacks]
     parts = build_parts(config, data.input_dim, config.data.steps_per_epoch(len(data.x_train)))
     return Trainer(config, parts, data, observers, stop)

@@ -6,6 +6,8 @@
         metrics.csv, metrics.jsonl    one row per epoch
         layers.csv, layers.jsonl      one row per layer per epoch (diagnostics)
         summary.json                  how the run ended, best epoch, test metrics
+        run.json                      how it was made: command, versions, host, times, git commit (per session)
+        tb/                           TensorBoard event files, if asked (output.tensorboard)
         checkpoints/
             last.safetensors          the latest state, to resume from
             last.prev.safetensors     the one before it, in case `last` is damaged
@@ -74,6 +76,16 @@ class RunDir:
     @property
     def summary(self) -> Path:
         return self.path / "summary.json"
+
+    @property
+    def record(self) -> Path:
+        """run.json: the reproducibility record, a session per `bpcli train` that wrote the run."""
+        return self.path / "run.json"
+
+    @property
+    def tensorboard(self) -> Path:
+        """The folder of TensorBoard event files (`tensorboard --logdir runs` finds it)."""
+        return self.path / "tb"
 
     def logs(self) -> tuple[Path, ...]:
         """The files a run appends to as it trains."""
