@@ -51,6 +51,7 @@ def build_app():
     from bpcli import __version__
     from bpcli.cli import (config, data, evaluate, explain, export, gradcheck, inspect_command, plot, sweep,
                            time_command, train)
+    from bpcli.cli import compare
     from bpcli.cli.common import state
 
     app = typer.Typer(
@@ -68,6 +69,7 @@ def build_app():
     app.command()(gradcheck.gradcheck)
     app.command("time")(time_command.time_)
     app.command("plot")(plot.command)
+    app.command("compare")(compare.command)
     app.command("inspect")(inspect_command.command)
     app.command("explain")(explain.command)
     app.command("sweep")(sweep.sweep)

@@ -2,6 +2,7 @@
 
     read_run(run_dir) -> Run                     the per-epoch metrics, summary and per-layer rows of a run
     training_figure(runs) -> Figure              loss, accuracy, learning rate, per-layer gradient norms
+    run_labels(runs) -> [str]                    several runs named by the config keys that differ between them
 
 The run directory's files are found through RunDir, which owns their names. The
 functions return the Figure (figures.save_figure writes it) so that a test can
@@ -12,15 +13,17 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bpcli.errors import CheckpointError
 from bpcli.plots.figures import require_matplotlib, style
 from bpcli.training.rundir import RunDir
+from bpcli.training.run import config_value, differing_keys, read_run_config
 
 LABEL_BOX = {"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.75}
 RUN_HINT = "give a run directory made by bpcli train (runs/<config>-<time>/, holding {metrics})"
+LABEL_KEYS = 3   # differing config keys named in a run's label; more are cut to "..."
 
 
 # -- a run directory -------------------------------------------------------------
@@ -34,6 +37,7 @@ class Run:
     metrics: list[dict]
     summary: dict | None = None
     layers: list[dict] | None = None
+    config: dict | None = None
 
     def series(self, key: str) -> tuple[list[int], list[float]]:
         """(epochs, values) of one metric, skipping epochs where it is absent or null."""
@@ -63,7 +67,7 @@ def read_run(run_dir: str | Path) -> Run:
         raise CheckpointError(f"{metrics_file} has no epochs yet (the run stopped before its first "
                               "epoch ended): nothing to plot")
     layers = read_jsonl(files.layers_jsonl, ("epoch", "layer")) if files.layers_jsonl.is_file() else None
-    return Run(path.resolve().name, files, metrics, _read_summary(files.summary), layers)
+    return Run(path.resolve().name, files, metrics, _read_summary(files.summary), layers, read_run_config(files))
 
 
 def read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
@@ -119,6 +123,8 @@ def training_figure(runs: list[Run]):
     have no accuracy panel; a run without per-layer rows gets a note instead of lines.
     """
     _, Figure = require_matplotlib()
+    title = _title(runs)
+    runs = [replace(run, name=label) for run, label in zip(runs, run_labels(runs))]
     names = ["loss"] + (["accuracy"] if any(r.series("train_accuracy")[0] for r in runs) else []) + ["lr"]
     names += ["layers"] if any(r.layers for r in runs) else []
     with style():
@@ -131,8 +137,29 @@ def training_figure(runs: list[Run]):
         _lr_panel(axes["lr"], runs, colours)
         if "layers" in axes:
             _layers_panel(axes["layers"], runs, colours)
-        figure.suptitle(_title(runs))
+        figure.suptitle(title)
     return figure
+
+
+def run_labels(runs: list[Run]) -> list[str]:
+    """Names for the legends: with several runs, the config keys whose values differ ('optimizer.lr=0.003,
+    training.seed=3'), which say more than two timestamps; the folder's name where that cannot tell runs
+    apart (one run, a run without a readable config.yaml, configs that differ only in bookkeeping)."""
+    names = [run.name for run in runs]
+    if len(runs) < 2 or any(run.config is None for run in runs):
+        return names
+    keys = differing_keys([run.config for run in runs])
+    if not keys:
+        return names
+    labels = [", ".join(f"{key}={_short(config_value(run.config, key))}" for key in keys[:LABEL_KEYS])
+              + (", ..." if len(keys) > LABEL_KEYS else "") for run in runs]
+    return [f"{label} ({name})" if labels.count(label) > 1 else label for label, name in zip(labels, names)]
+
+
+def _short(value) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value).lower() if value is not None else "null"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _grid(names: list[str]) -> list[list[str]]:
