@@ -11,7 +11,7 @@ from bpcli.cli.evaluate import CHECKPOINT_HELP, warn
 @user_errors
 def export(
     checkpoint: str = typer.Argument(..., metavar="CHECKPOINT_OR_RUN_DIR", help=CHECKPOINT_HELP),
-    format: str = typer.Option("onnx", "--format", "-f", help="Export format: onnx."),
+    format: str = typer.Option("onnx", "--format", "-f", metavar="FORMAT", help="Export format: onnx."),
     output: str = typer.Option("model.onnx", "--output", "-o", metavar="FILE", help="Where to write the model."),
 ) -> None:
     """Write a trained model as an ONNX graph: its preprocessing, every layer, logits and probabilities.
