@@ -99,6 +99,10 @@ def test_a_folder_that_is_no_run_and_a_damaged_summary_are_named(runs, tmp_path)
                              "directories made by bpcli train (runs/<config>-<time>/, each holding config.yaml)\n")
     damaged = tmp_path / "damaged"
     shutil.copytree(runs[0], damaged)
+    (damaged / "config.yaml").write_text("model: [\n")
+    result = runner.invoke(app, ["compare", str(damaged)])
+    assert result.exit_code == 2 and result.stderr.startswith(f"error: {damaged / 'config.yaml'}:")
+    shutil.copy(runs[0] / "config.yaml", damaged / "config.yaml")
     (damaged / "summary.json").write_text('{"best_epoch": 2,\n oops}')
     result = runner.invoke(app, ["compare", str(damaged)])
     assert result.exit_code == 5 and result.stderr.startswith(

@@ -17,11 +17,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from bpcli.config.yamlio import read_yaml_file
 from bpcli.errors import CheckpointError
 from bpcli.fileio import read_log_rows
 from bpcli.training.record import FORMAT
 from bpcli.training.rundir import RunDir
-from bpcli.training.run import config_value, differing_keys, read_run_config
+from bpcli.training.run import config_value, differing_keys
 
 RUN_HINT = "give run directories made by bpcli train (runs/<config>-<time>/, each holding config.yaml)"
 
@@ -45,10 +46,11 @@ def run_config(run: RunDir) -> dict:
     """The run's resolved config; an error naming the folder if it is no run directory."""
     if not run.path.is_dir():
         raise CheckpointError(f"{run} {'is not a directory' if run.path.exists() else 'does not exist'}: {RUN_HINT}")
-    config = read_run_config(run)
-    if config is None:
-        what = "has no config.yaml" if not run.config.exists() else "has a config.yaml that is not a YAML mapping"
-        raise CheckpointError(f"{run} {what}, so it is not a run directory: {RUN_HINT}")
+    if not run.config.is_file():
+        raise CheckpointError(f"{run} has no config.yaml, so it is not a run directory: {RUN_HINT}")
+    config = read_yaml_file(run.config).data   # a damaged file is a ConfigError naming its line
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{run.config} is not a YAML mapping, so {run} is not a run directory: {RUN_HINT}")
     return config
 
 
