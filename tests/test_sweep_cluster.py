@@ -179,8 +179,12 @@ def test_a_grid_on_a_running_cluster_loopback_one_blas_thread_and_one_worker(tmp
         blas = cluster.client.run(lambda: {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                                                           "MKL_NUM_THREADS")})
         assert list(blas.values()) == [{"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}]
-        summary = run_sweep(sweep, address=cluster.address, storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+        events = []
+        summary = run_sweep(sweep, address=cluster.address, storage=f"sqlite:///{tmp_path / 'optuna.db'}",
+                            on_event=lambda kind, data: events.append((kind, data)))
     sweep_dir = Path(summary["sweep_dir"])
+    assert [kind for kind, _ in events] == ["started"] + ["queued", "trial"] * 4   # one worker: one at a time
+    assert_live_display_shows(events, summary)
     assert summary["storage"] == {"kind": "url", "where": f"sqlite:///{tmp_path / 'optuna.db'}"}
     trials = rows(sweep_dir)
     assert [t["params"] for t in trials] == [s["params"] for s in preview(sweep, 4)]
@@ -282,6 +286,30 @@ def test_separate_dask_processes_send_the_run_directories_back_and_survive_a_kil
     alone = train_run(load_config(run / "config.yaml", [f"output.dir={tmp_path / 'alone'}"]), "alone.yaml")
     assert metric_rows(run) == metric_rows(Path(alone["run_dir"]))[:continued[0]["epochs_run"]]
     assert (sweep_dir / "study.journal").is_file() and (sweep_dir / "best.yaml").is_file()
+
+
+def assert_live_display_shows(events: list, summary: dict) -> None:
+    """The terminal display, fed a real sweep's events: its trial lines, then a bar with the counts and best."""
+    import io
+
+    from rich.console import Console
+
+    from bpcli.cli.sweep import LiveTrials
+
+    screen = io.StringIO()
+    display = LiveTrials(Console(file=screen, force_terminal=True, width=160, color_system=None))
+    for kind, data in events[:-1]:
+        display(kind, data)
+    status = display.progress.tasks[0].fields["status"]
+    assert status.startswith("1 running · 3 complete · best val_accuracy") and display.progress.tasks[0].completed == 3
+    display(*events[-1])
+    display.close()
+    best = summary["best"]
+    assert display.progress.tasks[0].fields["status"] == f"0 running · 4 complete · best val_accuracy " \
+                                                        f"{best['value']:.4g} (trial {best['number']})"
+    text = screen.getvalue()
+    assert text.startswith(f"sweep {summary['sweep_dir']}: 4 trials on the Dask cluster at")
+    assert all(f"trial {n} ({n + 1}/4) complete" in text for n in range(4))
 
 
 def metric_rows(run: Path) -> list[dict]:

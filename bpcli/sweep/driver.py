@@ -28,8 +28,8 @@ row is written before Optuna is told, so a sweep killed in between finds the
 row when it resumes and tells Optuna then.
 
 `on_event(kind, data)` tells the command what happens (it prints; this does not):
-"started" {sweep_dir, slots, address, local, resumed, done, trials} and "trial" {row, counts, best,
-trials, metric}.
+"started" {sweep_dir, slots, address, local, resumed, done, trials}, "queued" {number, params} as a
+trial goes to a worker, and "trial" {row, counts, best, trials, metric} as one ends.
 """
 
 from __future__ import annotations
@@ -317,6 +317,7 @@ class SweepLoop:
         key = f"bpcli-trial-{self.sweep_dir.name}-{number}-{uuid.uuid4().hex[:8]}"
         future = self.cluster.client.submit(run_trial, task, key=key, pure=False)
         running[future] = (number, params, config)
+        self.emit("queued", {"number": number, "params": params})
 
     def finish(self, future, number: int, params: dict, config: dict) -> None:
         try:
