@@ -329,3 +329,31 @@ def test_show_lists_the_best_trials_first(swept):
     assert top[0]["number"] == summary["best"]["number"]
     text = CliRunner().invoke(app, ["sweep", "show", str(sweep_dir)]).output
     assert "Best " in text and "by val_accuracy (maximize)" in text and f"{sweep_dir}/best.yaml" in text
+
+
+def test_plot_of_a_sweep_draws_its_history_each_parameter_and_the_best_curves(swept, tmp_path):
+    from bpcli.plots.sweep import best_so_far, sweep_figure
+    from bpcli.sweep.sweepdir import SweepDir
+
+    _, sweep_dir, summary, _ = swept
+    result = CliRunner().invoke(app, ["plot", str(sweep_dir), "-o", str(tmp_path / "sweep.png")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "sweep.png").read_bytes().startswith(b"\x89PNG")
+    search = SweepDir(sweep_dir).search()
+    trials = rows(sweep_dir)
+    assert search["trials"] == trials and search["metric"] == "val_accuracy"
+    by_value = sorted((t for t in trials if t["value"] is not None), key=lambda t: (-t["value"], t["number"]))
+    expected = [t for t in by_value if t["state"] == "complete"] + [t for t in by_value if t["state"] == "pruned"]
+    assert list(search["curves"]) == [t["number"] for t in expected[:5]]   # complete ones first
+    for number, curve in search["curves"].items():
+        logged = [json.loads(line) for line in
+                  (sweep_dir / "trials" / str(number) / "metrics.jsonl").read_text().splitlines()]
+        assert curve == [(row["epoch"], row["val_accuracy"]) for row in logged]
+    line = best_so_far(trials, "maximize")
+    assert line[-1][1] == summary["best"]["value"] and all(a[1] <= b[1] for a, b in zip(line, line[1:]))
+    axes = [ax for ax in sweep_figure(search).axes if ax.get_visible()]
+    assert [ax.get_title() for ax in axes][1:] == ["optimizer.lr", "model.layers.0.units", "optimizer.momentum",
+                                                   "loss.l2", "best 5 trials, per epoch"]
+    assert axes[1].get_xscale() == "log"   # the learning rate spans decades
+    drawn = sum(len(collection.get_offsets()) for collection in axes[0].collections)
+    assert drawn == sum(t["state"] in ("complete", "pruned") for t in trials)

@@ -171,6 +171,19 @@ class SweepDir:
         not expected, and is skipped (the study holds every finished trial's row too)."""
         return read_log_rows(self.trials_jsonl, key="number")
 
+    def search(self, curves: int = 5) -> dict:
+        """What `bpcli plot SWEEP_DIR` draws (plots/sweep.py): every trial's row, and the metric per epoch of
+        the `curves` best trials, from their run directories' metrics.jsonl."""
+        summary, rows = self.read_summary(), self.read_rows()
+        metric, direction = summary.get("metric", "value"), summary.get("direction", "minimize")
+        best = ranked(rows, direction)[:curves]
+        per_epoch = {row["number"]: [(r["epoch"], r[metric]) for r in read_log_rows(self.trial(row["number"])
+                                                                                   / "metrics.jsonl")
+                                     if isinstance(r.get(metric), (int, float))]
+                     for row in best}
+        return {"title": f"sweep {self.name}: {len(rows)} trials, {metric} ({direction})", "metric": metric,
+                "direction": direction, "trials": rows, "curves": per_epoch}
+
     def read_summary(self) -> dict:
         try:
             return json.loads(self.summary.read_text())
