@@ -357,3 +357,22 @@ def test_plot_of_a_sweep_draws_its_history_each_parameter_and_the_best_curves(sw
     assert axes[1].get_xscale() == "log"   # the learning rate spans decades
     drawn = sum(len(collection.get_offsets()) for collection in axes[0].collections)
     assert drawn == sum(t["state"] in ("complete", "pruned") for t in trials)
+
+
+def test_a_seeded_tpe_sweep_on_one_worker_draws_the_same_trials_twice(tmp_path, monkeypatch):
+    """With one worker each trial is asked after the one before it was told, so TPE, past its 10 random
+    startup trials, learns from the same history and draws the same params (docs/sweeps.md)."""
+    import distributed
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "base.yaml").write_text(BASE.replace("n: 300", "n: 90").replace("epochs: 6", "epochs: 2"))
+    (tmp_path / "tpe.yaml").write_text(SWEEP.replace("sampler: random", "sampler: tpe").replace("trials: 12", "trials: 11")
+                                       .replace("  loss.l2: {choice: [0.0, 1.0e-4, 1.0e+5]}\n", ""))
+    drawn = []
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        for _ in range(2):
+            summary = run_sweep(load_sweep("tpe.yaml"), address=cluster.scheduler_address)
+            drawn.append([(t["number"], t["params"], t["state"], t["value"]) for t in rows(Path(summary["sweep_dir"]))])
+    assert len(drawn[0]) == 11 and drawn[0] == drawn[1]
+    startup = [params for _, params, _, _ in drawn[0][:10]]
+    assert drawn[0][10][1] not in startup   # the learned trial is a new draw, not a replay
