@@ -75,8 +75,7 @@ def located(problems, name: str, positions: dict, applied: list) -> list[str]:
     """Each problem as 'FILE:LINE:COL key.path: message' (or '--set ...: message'), file lines sorted."""
     rows = []
     for path, message in problems:
-        source = next(((i, text) for i, (opath, text) in reversed(list(enumerate(applied)))
-                       if path[:len(opath)] == opath), None)
+        source = _override_source(path, applied, positions)
         if source:
             where = f"--set {source[1]}" + (f" {format_path(path)}" if path != applied[source[0]][0] else "")
             rows.append(((1, source[0], 0), f"{where}: {message}"))
@@ -86,6 +85,19 @@ def located(problems, name: str, positions: dict, applied: list) -> list[str]:
         key = f" {format_path(path)}" if path else ""
         rows.append(((0, position.line, position.column), f"{name}:{position}{key}: {message}"))
     return [line for _, line in sorted(rows, key=lambda row: row[0])]
+
+
+def _override_source(path: tuple, applied: list, positions: dict) -> tuple[int, str] | None:
+    """(index, text) of the last --set that put the problem's key there, or None if the file did.
+
+    A --set owns the value it set and everything inside it, and also the keys it had to
+    create on the way: `--set optimiser.lr=0.1` made the (unknown) key `optimiser`, which
+    is in no line of the file, so the problem is the argument's, not the file's first line.
+    """
+    for i, (opath, text) in reversed(list(enumerate(applied))):
+        if path[:len(opath)] == opath or (opath[:len(path)] == path and path not in positions):
+            return i, text
+    return None
 
 
 def show(value) -> str:
