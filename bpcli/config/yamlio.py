@@ -70,9 +70,26 @@ class Yaml12Dumper(yaml.SafeDumper):
 for _tag, _regexp in [(t, r) for resolvers in Yaml12Loader.yaml_implicit_resolvers.values() for t, r in resolvers]:
     Yaml12Dumper.add_implicit_resolver(_tag, _regexp, None)
 
+# Unicode line breaks (NEL, LS, PS) that PyYAML's emitter, with allow_unicode, would leave inside a plain or
+# single-quoted scalar, where a reader folds them into a space: such strings are double-quoted (escaped \N, \L, \P).
+_UNICODE_BREAKS = re.compile("[\x85\u2028\u2029]")
+
+
+def _represent_str(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+    style = '"' if _UNICODE_BREAKS.search(text) else None
+    return dumper.represent_scalar(STR, text, style=style)
+
+
+Yaml12Dumper.add_representer(str, _represent_str)
+
 
 def dump_yaml(data, flow: bool = False) -> str:
-    """Plain data as YAML (block style, or flow style on one line), keys in order, readable back by parse_yaml."""
+    """Plain data as YAML (block style, or flow style on one line), keys in order, readable back by parse_yaml.
+
+    Every YAML bpcli writes for itself to read (a run's config.yaml, a sweep's best.yaml,
+    `config show`) goes through here: PyYAML's own dumpers follow YAML 1.1 and would
+    leave `1e3` bare, which this YAML 1.2 reader takes for a number.
+    """
     return yaml.dump(data, Dumper=Yaml12Dumper, sort_keys=False, allow_unicode=True, default_flow_style=flow,
                      width=float("inf") if flow else 80)
 
