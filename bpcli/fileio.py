@@ -29,7 +29,9 @@ import errno
 import json
 import os
 import re
+import shutil
 import stat
+import tempfile
 from pathlib import Path
 
 TMP_SUFFIX = ".tmp"
@@ -183,6 +185,51 @@ def fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def create_folder(parent: str | Path, base: str, fill, what: str, numbered: bool = True) -> Path:
+    """parent/base (base-2, base-3, ... if taken and `numbered`), made whole: `fill(staging)` writes its first
+    files into a hidden temporary folder, which is then renamed into place.
+
+    So a crash never leaves a half-made folder (a run directory without its config.yaml,
+    which neither resumes nor lets a new run start). A taken `base` that is not
+    `numbered` is a FileExistsError for the caller to explain; anything else that fails
+    is a CheckpointError naming `what`.
+    """
+    from bpcli.errors import CheckpointError
+
+    parent = Path(parent)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{base}.", suffix=".creating", dir=parent))
+    except OSError as error:
+        raise CheckpointError(f"cannot create the {what} under {parent}: {error.strerror or error}") from None
+    try:
+        fill(staging)
+        return _rename_into_place(staging, parent, base, what, numbered)
+    except FileExistsError:
+        raise
+    except OSError as error:
+        raise CheckpointError(f"cannot create the {what} under {parent}: {error.strerror or error}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)   # only if it was never renamed: ours, nothing of the user's
+
+
+def _rename_into_place(staging: Path, parent: Path, base: str, what: str, numbered: bool) -> Path:
+    from bpcli.errors import CheckpointError
+
+    for attempt in range(1, 1000):
+        target = parent / (base if attempt == 1 else f"{base}-{attempt}")
+        if target.exists() or target.is_symlink():
+            if not numbered:
+                raise FileExistsError(errno.EEXIST, "already exists", str(target))
+            continue
+        try:
+            os.rename(staging, target)
+        except OSError as error:
+            raise CheckpointError(f"cannot create the {what} {target}: {error.strerror or error}") from None
+        return target
+    raise CheckpointError(f"cannot find a free {what} name for {base} in {parent}")
 
 
 def remove_orphans(folder: str | Path, suffix: str = TMP_SUFFIX) -> list[Path]:

@@ -24,13 +24,12 @@ import io
 import json
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 from bpcli.config.yamlio import dump_yaml
 from bpcli.errors import CheckpointError
-from bpcli.fileio import read_log_rows, write_file
+from bpcli.fileio import create_folder, read_log_rows, write_file
 
 def ranked(rows: list[dict], direction: str) -> list[dict]:
     """The trials with a value, best first: complete ones, then pruned ones (their value is an early epoch's)."""
@@ -72,28 +71,12 @@ class SweepDir:
     def create(cls, parent: str | Path, base: str, sweep_text: str, base_text: str) -> SweepDir:
         """parent/<base>-<YYYYmmdd-HHMMSS> (-2, -3, ...) holding sweep.yaml and base.yaml, made whole under a
         hidden name."""
-        parent, stamp = Path(parent), time.strftime("%Y%m%d-%H%M%S")
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(prefix=f".{base}.", suffix=".creating", dir=parent))
-        except OSError as error:
-            raise CheckpointError(f"cannot create the sweep directory under {parent}: {error.strerror or error}") \
-                from None
-        try:
+        def fill(staging: Path) -> None:
             write_file(staging / "sweep.yaml", sweep_text, "sweep file")
             write_file(staging / "base.yaml", base_text, "config")
             (staging / "trials").mkdir()
-            for attempt in range(1, 1000):
-                target = parent / (f"{base}-{stamp}" if attempt == 1 else f"{base}-{stamp}-{attempt}")
-                if not (target.exists() or target.is_symlink()):
-                    os.rename(staging, target)
-                    return cls(target)
-        except OSError as error:
-            raise CheckpointError(f"cannot create the sweep directory under {parent}: {error.strerror or error}") \
-                from None
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)   # only if it was never renamed into place
-        raise CheckpointError(f"cannot find a free sweep directory name for {base} in {parent}")
+
+        return cls(create_folder(parent, f"{base}-{time.strftime('%Y%m%d-%H%M%S')}", fill, "sweep directory"))
 
     def is_sweep(self) -> bool:
         return self.sweep_yaml.is_file() and self.base_yaml.is_file()

@@ -26,13 +26,11 @@ from __future__ import annotations
 
 import fcntl
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 from bpcli.errors import CheckpointError
-from bpcli.fileio import remove_orphans, sync_file, write_file
+from bpcli.fileio import create_folder, remove_orphans, sync_file, write_file
 from bpcli.training.checkpoint import SUFFIX
 
 
@@ -179,35 +177,15 @@ class RunDir:
 
         Built under a hidden temporary name and renamed into place once config.yaml is in.
         """
-        parent = Path(parent)
-        base = name or f"{config_stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(prefix=f".{base}.", suffix=".creating", dir=parent))
-        except OSError as error:
-            raise CheckpointError(f"cannot create the run directory under {parent}: {error.strerror or error}") \
-                from None
-        try:
+        def fill(staging: Path) -> None:
             write_file(staging / "config.yaml", config_text, "config")
             (staging / "checkpoints").mkdir()
-            return cls._move_into_place(staging, parent, base, fixed=name is not None)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)   # ours, and never renamed: nothing of the user's
-            raise
 
-    @classmethod
-    def _move_into_place(cls, staging: Path, parent: Path, base: str, fixed: bool) -> RunDir:
-        for attempt in range(1, 1000):
-            run = cls(parent / (base if attempt == 1 else f"{base}-{attempt}"))
-            if run.path.exists() or run.path.is_symlink():
-                if fixed:
-                    raise CheckpointError(f"run directory {run} already exists; continue it with "
-                                          f"--resume {run}, or choose another output.name")
-                continue
-            try:
-                os.rename(staging, run.path)
-            except OSError as error:
-                raise CheckpointError(f"cannot create the run directory {run}: {error.strerror or error}") from None
-            return run
-        raise CheckpointError(f"cannot find a free run directory name for {base} in {parent}")
+        base = name or f"{config_stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        try:
+            return cls(create_folder(parent, base, fill, "run directory", numbered=name is None))
+        except FileExistsError:
+            run = cls(Path(parent) / base)
+            raise CheckpointError(f"run directory {run} already exists; continue it with --resume {run}, or "
+                                  "choose another output.name") from None
 
