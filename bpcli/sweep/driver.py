@@ -332,9 +332,7 @@ class SweepLoop:
 
     def forget_progress(self, number: int) -> None:
         """Drop the copy of the trial's run directory its worker kept on the scheduler: it has ended."""
-        from distributed import Variable
-
-        Variable(f"bpcli-progress-{self.sweep_dir.name}-{number}", client=self.cluster.client).delete()
+        self.cluster.client.set_metadata(f"bpcli-progress-{self.sweep_dir.name}-{number}", None)
 
     def record(self, number: int, params: dict, config: dict | None, outcome: dict) -> None:
         """Write the trial's run directory and the sweep's files, then tell Optuna (unless interrupted)."""

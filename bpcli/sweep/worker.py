@@ -16,8 +16,9 @@ id (without one, nothing: the epochs are in the run directory's metrics).
 A worker can die mid-trial (killed, out of memory, its machine gone). Dask
 then runs the task again on another worker; so that the trial goes on from
 where it was rather than from epoch 1, the run directory (with its newest
-`last` checkpoint) is copied to a Dask Variable on the scheduler every
-`share_every` seconds, and a task that finds such a copy continues it. bpcli's
+`last` checkpoint) is copied to the scheduler's metadata store every
+`share_every` seconds (plain bytes, msgpack: nothing pickled), and a task that
+finds such a copy continues it. bpcli's
 resume is exact, so the trial ends as it would have without the death.
 
 The outcome says how the trial ended: complete (its value is the best epoch's
@@ -104,7 +105,7 @@ class StopWhenAsked(Callback):
 
 class ShareProgress(Callback):
     """At an epoch's end, at most every `every` seconds: the run directory, with its newest `last`
-    checkpoint, to the Dask Variable `name` on the scheduler (where a rerun of the task finds it)."""
+    checkpoint, to the scheduler's metadata under `name` (where a rerun of the task finds it)."""
 
     def __init__(self, run: RunDir, name: str, every: float):
         self.run, self.name, self.every = run, name, every
@@ -116,19 +117,19 @@ class ShareProgress(Callback):
         stamp = self.run.last.stat().st_mtime_ns
         if stamp == self.shared_checkpoint:   # no newer checkpoint than the copy already there
             return
-        from distributed import Variable
+        from distributed import get_client
 
-        Variable(self.name).set(pack(self.run))
+        get_client().set_metadata(self.name, pack(self.run))
         self.shared_at, self.shared_checkpoint = time.monotonic(), stamp
 
 
 def shared_progress(name: str) -> dict[str, bytes]:
     """The run directory an earlier attempt at this trial shared, or {} (none, or not on a Dask worker)."""
     try:
-        from distributed import Variable
+        from distributed import get_client
 
-        return Variable(name).get(timeout="100ms") or {}
-    except (TimeoutError, ValueError):   # never set; ValueError: no Dask client here (a direct call)
+        return get_client().get_metadata(name, default=None) or {}
+    except ValueError:   # no Dask client here (run_trial called directly)
         return {}
 
 
@@ -137,7 +138,7 @@ def run_trial(task: dict) -> dict:
 
     task: number, trial_id, config (resolved, validated by the driver), metric, study (name, storage,
     pruner, max_epochs, stop event), resume_files: an interrupted run directory to continue, or {},
-    and share: {name, every} of the Variable that keeps the trial's progress while it runs.
+    and share: {name, every}: where on the scheduler the trial keeps its progress while it runs.
     """
     started = time.perf_counter()
     folder = Path(tempfile.mkdtemp(prefix=f"bpcli-trial-{task['number']}-"))
