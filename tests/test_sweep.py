@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tests.sweep_files import spirals_base
 from bpcli.cli.app import app
 from bpcli.errors import ConfigError
 from bpcli.sweep.driver import preview
@@ -18,16 +19,7 @@ from bpcli.sweep.trials import trial_config, trial_seed
 
 runner = CliRunner()
 
-BASE = """\
-model:
-  layers:
-    - {type: dense, units: 16, activation: relu}
-    - {type: dense, units: 3}
-loss: {name: cross_entropy}
-optimizer: {name: sgd, lr: 0.1, momentum: 0.9, nesterov: true}
-data: {dataset: spirals, options: {n: 300, classes: 3, noise: 0.2}, val_fraction: 0.2, preprocess: none, batch_size: 32}
-training: {epochs: 6, seed: 0, monitor: val_accuracy}
-"""
+BASE = spirals_base()
 
 SWEEP = """\
 base: base.yaml

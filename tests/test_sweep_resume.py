@@ -17,23 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.sweep_files import spirals_base
 from bpcli.config.loading import load_config
 from bpcli.training.run import train_run
 
 pytestmark = pytest.mark.slow
 
-BASE = """\
-model:
-  layers:
-    - {type: dense, units: 32, activation: relu}
-    - {type: dense, units: 3}
-loss: {name: cross_entropy}
-optimizer: {name: sgd, lr: 0.1, momentum: 0.9}
-data: {dataset: spirals, options: {n: 2000, classes: 3, noise: 0.2}, val_fraction: 0.2, preprocess: none,
-       batch_size: 32}
-training: {epochs: 60, seed: 0, monitor: val_accuracy}
-diagnostics: {enabled: false}
-"""
+BASE = spirals_base(n=2000, epochs=60, units=32, nesterov=False, extra="diagnostics: {enabled: false}\n")
 
 SWEEP = """\
 base: base.yaml
