@@ -71,18 +71,27 @@ def no_color() -> bool:
 
 
 def console(stderr: bool = False):
-    """A Rich console that draws (colour, styles, live bars) only on a terminal, and never with NO_COLOR.
+    """A Rich console: live bars on a terminal, colour and styles only on one without NO_COLOR.
 
-    Otherwise it is plain: no colour system, so no style codes at all (Rich's
-    own no_color keeps bold and italics), and not a terminal, so no cursor
-    codes and no live redrawing; logs, pipes and screen readers get text.
+    NO_COLOR takes the colour away, not the redrawing: no colour system, so no
+    style codes at all (Rich's own no_color keeps bold and italics), but still a
+    terminal, so progress bars stay live. Into a pipe or a file it is plain text,
+    not a terminal (no cursor codes, no live redrawing), and PIPE_WIDTH wide:
+    Rich would assume 80 columns there and cut table cells (`layers.0.wei…`),
+    where nothing needs to wrap.
     """
     from rich.console import Console
 
     fancy = Console(stderr=stderr, highlight=False)
-    if fancy.is_terminal and not no_color():
-        return fancy
-    return Console(stderr=stderr, highlight=False, color_system=None, no_color=True, force_terminal=False)
+    if not fancy.is_terminal:
+        return Console(stderr=stderr, highlight=False, color_system=None, no_color=True, force_terminal=False,
+                       width=max(fancy.width, PIPE_WIDTH))
+    if no_color():
+        return Console(stderr=stderr, highlight=False, color_system=None, no_color=True)
+    return fancy
+
+
+PIPE_WIDTH = 1000   # columns of a console writing into a pipe or a file: every table at its full width
 
 
 def print_json(data) -> None:

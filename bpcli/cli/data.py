@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from bpcli.cli.common import console, no_color, print_json, user_errors
+from bpcli.cli.common import console, print_json, user_errors
 
 app = typer.Typer(help="List, inspect, download and import datasets.", no_args_is_help=True)
 
@@ -16,8 +16,8 @@ DATA_DIR = typer.Option(None, "--data-dir", help="Cache folder (default: $BPCLI_
 class DownloadProgress:
     """A Rich progress bar per file (bytes, speed, time left) on stderr, fed by download.fetch.
 
-    It draws only on a terminal without NO_COLOR: a bar redrawn into a log or a
-    pipe is noise (and cursor codes), so there it stays silent.
+    It draws only on a terminal (without colour under NO_COLOR): a bar redrawn into
+    a log or a pipe is noise (and cursor codes), so there it stays silent.
     """
 
     def __init__(self):
@@ -27,16 +27,17 @@ class DownloadProgress:
         err = console(stderr=True)
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                                  TransferSpeedColumn(), TimeRemainingColumn(), console=err,
-                                 disable=not err.is_terminal or no_color())
+                                 disable=not err.is_terminal)
         self.tasks = {}
 
     def __call__(self, name: str, done: int, total: int | None) -> None:
         if name not in self.tasks:
+            if not self.tasks:   # drawn from the first download on: loading a cached dataset draws nothing
+                self.progress.start()
             self.tasks[name] = self.progress.add_task(name, total=total)
         self.progress.update(self.tasks[name], completed=done, total=total)
 
     def __enter__(self):
-        self.progress.start()
         return self
 
     def __exit__(self, *exc):

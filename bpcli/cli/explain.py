@@ -35,5 +35,5 @@ def command(
 
     target = load_target(target, overrides or (), "explain")
     out = page()
-    for kind, text in render_lines(explain(target.config, target.input_dim), out.width):
+    for kind, text in render_lines(explain(target.config, target.input_dim), out.width if out.is_terminal else 100):
         out.print(Text(text, style="bold" if kind == "title" else ""), soft_wrap=True)

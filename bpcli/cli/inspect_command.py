@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import List, Optional
 
 import typer
@@ -37,11 +36,8 @@ def command(
 
 
 def page():
-    """console(), at least 100 columns wide into a pipe or a file (where Rich assumes 80 and nothing wraps)."""
-    out = console()
-    if not sys.stdout.isatty():
-        out.width = max(out.width, 100)
-    return out
+    """console(): into a pipe or a file it is wide enough for every table (common.PIPE_WIDTH)."""
+    return console()
 
 
 def print_summary(s: dict) -> None:

@@ -10,19 +10,19 @@ from typing import List, Optional
 
 import typer
 
-from bpcli.cli.common import console, no_color, print_json, user_errors
+from bpcli.cli.common import console, print_json, user_errors
 
 SET_HELP = "Override a config key, e.g. --set optimizer.lr=0.05 (repeatable)."
 
 
 def progress_callbacks(quiet: bool) -> list:
-    """Rich bars on a terminal, one plain line per epoch otherwise or with NO_COLOR, nothing with --quiet."""
+    """Live bars on a terminal (without colour under NO_COLOR), epoch lines otherwise, nothing with --quiet."""
     from bpcli.cli.progress import PlainProgress, RichProgress
 
     if quiet:
         return []
     err = console(stderr=True)
-    return [RichProgress(err)] if err.is_terminal and not no_color() else [PlainProgress(sys.stderr)]
+    return [RichProgress(err)] if err.is_terminal else [PlainProgress(sys.stderr)]
 
 
 def resolve_config(config: Optional[str], overrides: list[str], resume: Optional[str]):
@@ -41,11 +41,10 @@ def resolve_config(config: Optional[str], overrides: list[str], resume: Optional
         return load_config(run.config, overrides), "resumed"
     if overrides:
         raise ConfigError("--set needs the CONFIG file; with --resume alone the checkpoint's config is used as is")
-    import yaml
-
     from bpcli.config.loading import parse_config_text  # the stored config is checked like a file before it is used
+    from bpcli.config.yamlio import dump_yaml
 
-    stored = yaml.safe_dump(checkpoint.meta["config"], sort_keys=False)
+    stored = dump_yaml(checkpoint.meta["config"])
     return parse_config_text(stored, f"{checkpoint.path} (its stored config)"), "resumed"
 
 
@@ -183,9 +182,18 @@ def print_summary(summary: dict) -> None:
         figures = ", ".join(f"{k} {v:.2%}" if k == "accuracy" else f"{k} {v:.6g}" for k, v in test.items())
         out.print(f"[bold]Test:[/] {figures}")
     out.print(f"[bold]Run directory:[/] {summary['run_dir']} ({summary['seconds']:.1f} s of training)")
+    out.print(f"Evaluate with: {next_step(summary)}", soft_wrap=True)
+
+
+def next_step(summary: dict) -> str:
+    """The eval command for the run's checkpoint, on a split it has: test if held out, else val, else train."""
+    from bpcli.training.rundir import RunDir
+
     run = RunDir(summary["run_dir"])
-    out.print(f"Evaluate with: bpcli eval {run.best if summary['final_weights'] != 'last' else run.last}",
-              soft_wrap=True)
+    checkpoint = run.best if summary["final_weights"] != "last" else run.last
+    data = summary.get("data") or {}
+    split = "" if summary.get("test") else " --split val" if data.get("n_val") else " --split train"
+    return f"bpcli eval {checkpoint}{split}"
 
 
 def loss_sparklines(metrics_file: Path, width: int = 60) -> list[tuple[str, str]]:

@@ -64,6 +64,8 @@ class LoopView:
     step = property(lambda self: self._trainer.step, doc="Optimizer steps taken.")
     epochs = property(lambda self: self._trainer.epochs, doc="Epochs the run is set to train.")
     batches_per_epoch = property(lambda self: self._trainer.batches_per_epoch)
+    batch_size = property(lambda self: self._trainer.batch_size, doc="Examples per batch (the last may be short).")
+    samples_per_epoch = property(lambda self: len(self._trainer.data.x_train), doc="Training examples per epoch.")
     base_lr = property(lambda self: self._trainer.base_lr, doc="optimizer.lr, before the schedule.")
     model = property(lambda self: self._trainer.parts.model, doc="The model, to read (diagnostics).")
     monitor = property(lambda self: self._trainer.monitor, doc="The monitored metric's best epoch and weights.")
