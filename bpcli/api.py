@@ -25,10 +25,10 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from bpcli.config.loading import load_config, parse_config_text
 from bpcli.config.sections import Config, resolved_dict
+from bpcli.config.yamlio import dump_yaml
 from bpcli.errors import UsageError
 from bpcli.fileio import read_log_rows
 from bpcli.nn.metrics import predict_classes, probabilities
@@ -61,7 +61,9 @@ class Model:
         return resolved_dict(self.restored.config)
 
     def logits(self, X) -> np.ndarray:
-        """The network's raw outputs, (n, outputs), for rows of raw features (as in the training data)."""
+        """The network's raw outputs, (n, outputs), for rows of raw features (as in the training data); for
+        regression, the values in the target's own units. A model trained on a CSV with categorical columns or
+        missing values takes one cell per feature column (text for a categorical one, NaN or '' for a gap)."""
         return predict_outputs(self.restored, X, source="X")
 
     def predict(self, X) -> np.ndarray:
@@ -84,7 +86,7 @@ class Model:
     def predictions_csv(self, inputs: str | Path) -> str:
         """What `bpcli predict` writes for a CSV of features or an NPZ's X."""
         return predictions_csv(predict_outputs(self.restored, read_inputs(inputs, self.restored),
-                                               source=str(inputs)), self.restored)
+                                               source=str(inputs), encoded=True), self.restored)
 
 
 def _classes(names: tuple[str, ...] | None) -> np.ndarray | None:
@@ -169,6 +171,6 @@ def _read_config(config, settings: list[str]) -> tuple[Config, str]:
     if isinstance(config, Config):
         config = resolved_dict(config)
     if isinstance(config, dict):
-        return parse_config_text(yaml.safe_dump(config, sort_keys=False), "<config>", settings), "config"
+        return parse_config_text(dump_yaml(config), "<config>", settings), "config"
     raise UsageError(f"bpcli.train takes a config file's path, a shipped config's name, a mapping or a Config, "
                      f"not {type(config).__name__}")

@@ -233,7 +233,7 @@ def test_synthetic_options_that_cannot_work_are_config_errors_at_their_line(tmp_
 
 
 @pytest.mark.parametrize("dataset, options, key, must_be", [
-    ("d.csv", "{n: 5}", "n", "must be one of the options of a .csv file (target, features) (got 5)"),
+    ("d.csv", "{n: 5}", "n", "must be one of the options of a .csv file (target, features, categorical, missing) (got 5)"),
     ("d.csv", "{features: a}", "features", "must be a non-empty list of column names, or null for every column but "
                                            "the target (got 'a')"),
     ("d.npz", "{target: y}", "target", "must be absent: an .npz takes no options (its arrays are X, y, X_test, "
@@ -456,7 +456,7 @@ def test_predict_into_a_missing_folder_writes_nothing(trained, tmp_path):
 
 def test_eval_with_an_unknown_split_is_a_usage_error(trained):
     refused(cli("eval", trained["best"], "--split", "nonsense"), 2,
-            "error: --split nonsense: unknown split; allowed: test, val, train")
+            "error: --split nonsense: unknown split; allowed: test, val, train, all")
 
 
 # -- 11. CSV details -------------------------------------------------------------------------------

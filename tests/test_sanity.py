@@ -69,11 +69,14 @@ def test_xor_passes_and_fails_with_a_learning_rate_of_1e_9():
 
 
 def test_sine_regression_passes_against_the_zero_and_mean_predictors():
-    checks = by_name(sanity_check(config("sine.yaml")))
+    checks = by_name(sanity_check(config("sine.yaml", "data.target_preprocess=none")))
     assert all(c.passed for c in checks.values())
     initial = checks["initial loss"]
     assert initial.expected.startswith("mean(y²) = 0.50") and initial.values["low"] < initial.values["loss"]
     assert checks["overfit subset"].values["target"] == pytest.approx(0.0054, abs=3e-4)  # 1% of var(y)
+    checks = by_name(sanity_check(config("sine.yaml")))   # standardized targets (the default): mean(y²) = var = 1
+    assert all(c.passed for c in checks.values()) and checks["initial loss"].expected.startswith("mean(y²) = 1 ")
+    assert checks["overfit subset"].values["target"] == pytest.approx(0.01, abs=2e-3)   # of 100 examples
 
 
 def test_raw_pixels_fail_the_initial_loss():

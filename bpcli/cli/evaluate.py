@@ -19,8 +19,12 @@ def warn(message: str) -> None:
 @user_errors
 def eval_(
     checkpoint: str = typer.Argument(..., metavar="CHECKPOINT_OR_RUN_DIR", help=CHECKPOINT_HELP),
-    dataset: Optional[str] = typer.Option(None, help="Another dataset name or .csv/.npz path (default: the training one)."),
-    split: str = typer.Option("test", help="test, val or train."),
+    dataset: Optional[str] = typer.Option(None, help="Another dataset name or .csv/.npz path (default: the training "
+                                          "one); a file is evaluated whole unless --split is given."),
+    split: Optional[str] = typer.Option(None, help="test, val, train or all (default: test; all rows of a --dataset "
+                                        "file)."),
+    target: Optional[str] = typer.Option(None, "--target", help="The target column of a CSV (default: the one the "
+                                         "model was trained on)."),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Dataset cache folder."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     plot: Optional[str] = typer.Option(
@@ -35,14 +39,14 @@ def eval_(
     from bpcli.errors import UsageError
     from bpcli.tools.inference import SPLITS, evaluate_with_outputs
 
-    if split not in SPLITS:
+    if split is not None and split not in SPLITS:
         raise UsageError(f"--split {split}: unknown split; allowed: {', '.join(SPLITS)}")
     if plot:
         from bpcli.plots.figures import require_matplotlib
 
         require_matplotlib()  # before the evaluation, not after it
     evaluation = evaluate_with_outputs(checkpoint, dataset=dataset, split=split, data_dir=data_dir,
-                                       on_warning=warn)
+                                       on_warning=warn, target=target)
     if as_json:
         print_json(evaluation.result)
     else:

@@ -25,7 +25,7 @@ from typing import Sequence
 from pydantic import ValidationError
 
 from bpcli.config.messages import located, problem, show
-from bpcli.config.sections import SECTIONS, Config
+from bpcli.config.sections import SECTIONS, Config, resolve_data_paths, test_split_problems
 from bpcli.config.shipped import find_shipped, shipped_configs
 from bpcli.config.yamlio import Document, format_path, parse_yaml, problems_error, read_yaml_file
 from bpcli.errors import ConfigError
@@ -42,7 +42,7 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
     so the shipped configs work from any folder, also with bpcli installed from a wheel.
     """
     path = config_path(path)
-    return _validated(read_yaml_file(path), str(path), overrides)
+    return _validated(read_yaml_file(path), str(path), overrides, path.parent)
 
 
 def config_path(path: str | Path) -> Path:
@@ -62,7 +62,9 @@ def parse_config_text(text: str, name: str = "<config>", overrides: Sequence[str
     return _validated(parse_yaml(text, name), name, overrides)
 
 
-def _validated(doc: Document, name: str, overrides: Sequence[str]) -> Config:
+def _validated(doc: Document, name: str, overrides: Sequence[str], folder: Path | None = None) -> Config:
+    """The validated Config; with `folder` (the file's), its relative data paths resolved from there
+    (those set by --set from the working folder)."""
     if doc.data is None:
         raise ConfigError("the config is empty; it needs at least model.layers", file=name)
     if not isinstance(doc.data, dict):
@@ -76,7 +78,10 @@ def _validated(doc: Document, name: str, overrides: Sequence[str]) -> Config:
         problems = [problem(e, doc.data, Config) for e in error.errors(include_url=False)]
     if problems:
         raise problems_error(name, located(problems, name, doc.positions, applied))
-    return config
+    if folder is None:
+        return config
+    overridden = tuple(path[1] for path, _ in applied if path[:1] == ("data",) and len(path) == 2)
+    return resolve_data_paths(resolve_data_paths(config, folder, keep=overridden), Path.cwd())
 
 
 def _apply_override(data: dict, text: str) -> tuple[tuple, str]:
@@ -124,6 +129,8 @@ def _cross_field_problems(config: Config) -> list[tuple[tuple, str]]:
         kind = "classification" if "regression" not in tasks else " or ".join(tasks)
         problems.append((("training", "monitor"), f"{monitor!r} needs a {kind} loss "
                                                   f"({', '.join(fitting)}), not {config.loss.name!r}"))
+    problems += [(path, f"must be {must_be} (got {show(value)})")
+                 for path, value, must_be in test_split_problems(config)]
     diagnostics = config.diagnostics
     if diagnostics.update_ratio_low >= diagnostics.update_ratio_high:
         problems.append((("diagnostics", "update_ratio_low"), f"must be below diagnostics.update_ratio_high "

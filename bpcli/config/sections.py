@@ -19,6 +19,7 @@ loading.py's job.
 """
 
 import math
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
@@ -34,7 +35,8 @@ from bpcli.nn.initializers import INITIALIZERS
 from bpcli.nn.metrics import monitorable, resolve_mode
 from bpcli.nn.model import DTYPES, default_init, layers_of
 from bpcli.optim.optimizers import build_optimizer
-from bpcli.data.preprocessing import Preprocessor
+from bpcli.data.preprocessing import TARGET_METHODS, Preprocessor
+from bpcli.nn.losses import LOSSES
 from bpcli.config.schema import (ACTIVATION_CHOICES, INIT_CHOICES, LAYER_TYPES, LOSS_OPTIONS, OPTIMIZER_OPTIONS,
                      SCHEDULE_OPTIONS, LayerSpec, Strict, tagged)
 
@@ -74,6 +76,16 @@ def _check_folder_path(value: str | None) -> str | None:
 FolderPath = Annotated[str, AfterValidator(_check_folder_path)]
 
 
+def _check_data_path(value: str) -> str:
+    if "\0" in value or Path(value).suffix.lower() not in (".csv", ".npz"):
+        raise PydanticCustomError("data_path", "{message}", {"message": f"must be a path to a .csv or .npz file "
+                                                                        f"without NUL bytes (got {value!r})"})
+    return value
+
+
+DataPath = Annotated[str, AfterValidator(_check_data_path)]
+
+
 DatasetName = Annotated[str, AfterValidator(_check_dataset), WithJsonSchema({"anyOf": [
     {"enum": sorted(DATASETS)}, {"type": "string", "pattern": r"\.([cC][sS][vV]|[nN][pP][zZ])$"}]})]
 
@@ -110,10 +122,18 @@ class DataSection(Strict):
     dataset: DatasetName = Field("mnist-mini", description=(
         f"A named dataset ({', '.join(sorted(DATASETS))}), or a path to a .csv or .npz file."))
     options: dict[str, Any] = Field(default_factory=dict, description=(
-        "Options of the dataset: synthetic generators' n, noise, classes, n_test; CSV target and features."))
+        "Options of the dataset: synthetic generators' n, noise, classes, n_test; CSV target, features, "
+        "categorical (columns to one-hot encode) and missing (error, mean or median: how empty cells are filled)."))
+    test: Optional[DataPath] = Field(None, description=(
+        "A .csv or .npz file of test rows with the dataset's columns (only for a dataset file without a test set)."))
+    test_fraction: float = Field(0.0, ge=0, lt=1, description=(
+        "Fraction of a dataset file held out as its test set (seeded, stratified by class); 0: none."))
     val_fraction: float = Field(0.1, ge=0, lt=1, description="Fraction of the training set held out for validation.")
     preprocess: Literal[Preprocessor.METHODS] = Field("scale", description=(
         "scale: to [0, 1]; standardize: zero mean, unit variance; none: unchanged. Fitted on the training split."))
+    target_preprocess: Literal[TARGET_METHODS] = Field("auto", description=(
+        "Regression targets: standardize (fitted on the training split; predictions and test metrics are in "
+        "the target's units), none, or auto: standardize for a regression loss."))
     batch_size: int = Field(64, ge=1, description=(
         "Examples per step; >= the training set size is full-batch gradient descent, 1 is online SGD."))
     eval_batch_size: int = Field(4096, ge=1, description="Examples per batch when evaluating validation and test sets.")
@@ -263,6 +283,29 @@ def limit_problems(config: Config) -> list[tuple[tuple, Any, str]]:
     return _dataset_option_problems(config.data) + _init_problems(config.model) + _memory_problems(config)
 
 
+def test_split_problems(config: Config) -> list[tuple[tuple, Any, str]]:
+    """(key path, value, what it must be): a test file or fraction only for a dataset file, not both, leaving rows
+    to train on; targets scaled only for regression. Rules between keys: loading.py reports them."""
+    data, problems = config.data, []
+    if data.dataset in DATASETS:
+        if data.test is not None:
+            problems.append((("data", "test"), data.test, f"null: {data.dataset} has a test set of its own"))
+        if data.test_fraction > 0:
+            problems.append((("data", "test_fraction"), data.test_fraction,
+                             f"0: {data.dataset} has a test set of its own"))
+    elif data.test is not None and data.test_fraction > 0:
+        problems.append((("data", "test_fraction"), data.test_fraction, "0 when data.test names a file of test rows"))
+    elif data.test is not None and Path(data.test).suffix.lower() != Path(data.dataset).suffix.lower():
+        problems.append((("data", "test"), data.test, f"a {Path(data.dataset).suffix} file, as data.dataset is"))
+    if data.test_fraction + data.val_fraction >= 1:
+        problems.append((("data", "test_fraction"), data.test_fraction,
+                         f"below 1 - data.val_fraction ({1 - data.val_fraction:g}), so that rows are left to train on"))
+    if data.target_preprocess == "standardize" and LOSSES[config.loss.name].kind != "regression":
+        problems.append((("data", "target_preprocess"), data.target_preprocess,
+                         f"auto or none: {config.loss.name} takes class labels, which are not scaled"))
+    return problems
+
+
 def _dataset_option_problems(data: DataSection) -> list[tuple[tuple, Any, str]]:
     """A synthetic set's options (synthetic.py), a .csv's or an .npz's (tables.py); a named image set has none."""
     source = DATASETS.get(data.dataset)
@@ -315,6 +358,23 @@ def _memory_problems(config: Config) -> list[tuple[tuple, Any, str]]:
 
 
 # -- output --------------------------------------------------------------------------------------
+
+DATA_PATHS = ("dataset", "test")
+
+
+def resolve_data_paths(config: Config, folder: str | Path, keep: tuple[str, ...] = ()) -> Config:
+    """data.dataset and data.test as absolute paths: a relative one is taken from `folder` (the config file's).
+
+    So a run reads the same file from any working folder, and records where it was. Named datasets
+    stay names; the keys in `keep` are left alone (a --set value is resolved from the working folder).
+    """
+    updates = {key: os.path.abspath(os.path.join(folder, value)) for key in DATA_PATHS if key not in keep
+               for value in [getattr(config.data, key)]
+               if value is not None and value not in DATASETS and not os.path.isabs(value)}
+    if not updates:
+        return config
+    return config.model_copy(update={"data": config.data.model_copy(update=updates)})
+
 
 def resolved_dict(config: Config) -> dict:
     """Every key with its default filled in, as JSON-able data (for `config show`, checkpoints, run dirs).

@@ -25,7 +25,7 @@ from bpcli.data.dataset import Dataset
 from bpcli.data.download import fetch, resolve_cache_root, resolve_mirrors
 from bpcli.data.folder_import import import_files
 from bpcli.data.idx import read_idx
-from bpcli.data.tables import load_csv, load_npz
+from bpcli.data.tables import attach_test, load_csv, load_npz
 from bpcli.errors import CheckpointError, DataError, did_you_mean
 from bpcli.fileio import write_file
 
@@ -121,17 +121,24 @@ def dataset_dir(name: str, data_dir: str | None = None) -> Path:
 
 
 def load_dataset(source: str, *, data_dir: str | None = None, mirrors=None, options: dict | None = None,
-                 seed: int = 0, on_progress=None) -> Dataset:
-    """A named dataset, or the user's own .csv / .npz file."""
+                 seed: int = 0, on_progress=None, test: str | None = None, hint: str = "data.options.target"
+                 ) -> Dataset:
+    """A named dataset, or the user's own .csv / .npz file (with `test`, a file of test rows: data.test)."""
     options = dict(options or {})
     if source in DATASETS:
         entry = DATASETS[source]
         if isinstance(entry, SyntheticSource):
             return load_synthetic(source, seed, options)
         return load_idx_dataset(source, data_dir=data_dir, mirrors=mirrors, on_progress=on_progress)
+    dataset = load_file(source, options, hint)
+    return attach_test(dataset, load_file(test, options, hint), test) if test else dataset
+
+
+def load_file(source: str, options: dict, hint: str = "data.options.target") -> Dataset:
+    """The user's .csv (with its data.options) or .npz file."""
     suffix = Path(source).suffix.lower()
     if suffix == ".csv":
-        return load_csv(source, **options)
+        return load_csv(source, **options, hint=hint)
     if suffix == ".npz":
         return load_npz(source)
     raise DataError(f"unknown dataset {source!r}: use one of {', '.join(DATASETS)}, or a path to a .csv or "

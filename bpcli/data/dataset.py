@@ -1,6 +1,7 @@
 """The Dataset record every loader returns, and its summary for `bpcli data info`.
 
-    Dataset(name, x_train, y_train, x_test, y_test, kind, class_names, source, lines)
+    Dataset(name, x_train, y_train, x_test, y_test, kind, class_names, source, lines,
+            columns, target_name, categories)
     dataset.where(i, test) -> str                where example i is, for messages ('d.csv:12')
     describe_dataset(dataset) -> dict            shapes, value range, class counts
 
@@ -28,6 +29,9 @@ class Dataset:
     class_names: tuple[str, ...] | None = None
     source: str = ""
     lines: np.ndarray | None = None    # a CSV's line number of each training example
+    columns: tuple[str, ...] | None = None   # a CSV's feature columns, in the order of x's columns
+    target_name: str | None = None           # a CSV's target column
+    categories: dict[str, tuple[str, ...]] | None = None   # categorical columns: code -> text, as in x
 
     def where(self, i: int, test: bool = False) -> str:
         """Example i of the training (or test) set, as a message names it: 'd.csv:12', 'd.npz: y[5]', 'xor: y[5]'."""

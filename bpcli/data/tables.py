@@ -1,9 +1,18 @@
 """The user's own data: a CSV with a header row, or an NPZ of arrays (never unpickled).
 
-    load_csv(path, target, features) -> Dataset     to train on: features and a target column
+    load_csv(path, target, features, categorical, missing) -> Dataset   to train on: features and a target
     load_npz(path) -> Dataset                       to train on: X, y (and X_test, y_test)
     load_csv_inputs(path, drop) -> array            to predict for: every column but `drop`
+    load_csv_columns(path, names, ...) -> array     to predict for: the named columns, in that order
     load_npz_inputs(path) -> array                  to predict for: X
+    file_sha256(path) -> str                        recorded with a run, so a changed file is noticed
+
+Categorical columns (data.options.categorical) are read as text and given codes
+0..k-1 into the sorted texts of that file (Dataset.categories); preprocessing.py
+one-hot encodes them with the categories of the training split. With
+data.options.missing: mean or median, an empty cell (or NA, N/A, NaN, null, ?)
+is read as NaN and filled from the training split; with `error` (the default)
+it is refused, naming its line and column.
 
 Every problem is a DataError naming the file, and for a CSV the line and column,
 for an NPZ the array and the index. What is refused, and why:
@@ -22,6 +31,7 @@ A UTF-8 byte-order mark before the header (Excel writes one) is accepted.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import math
 import zipfile
@@ -39,7 +49,9 @@ CHUNK_ROWS = 4096      # rows parsed into floats at a time, so Python's strings 
 
 # -- options ---------------------------------------------------------------------------------------
 
-CSV_OPTIONS = ("target", "features")
+CSV_OPTIONS = ("target", "features", "categorical", "missing")
+MISSING_POLICIES = ("error", "mean", "median")
+MISSING_MARKERS = ("", "na", "n/a", "nan", "null", "none", "?")   # compared lower-case, stripped
 
 
 def option_problems(path: str, options: dict) -> list[tuple[str, str]]:
@@ -55,24 +67,116 @@ def option_problems(path: str, options: dict) -> list[tuple[str, str]]:
     if "features" in options and features is not None and not (
             isinstance(features, list) and features and all(isinstance(f, str) for f in features)):
         problems.append(("features", "a non-empty list of column names, or null for every column but the target"))
+    categorical = options.get("categorical")
+    if "categorical" in options and not (isinstance(categorical, list)
+                                         and all(isinstance(c, str) for c in categorical)):
+        problems.append(("categorical", "a list of column names (text columns to one-hot encode)"))
+    if "missing" in options and options["missing"] not in MISSING_POLICIES:
+        problems.append(("missing", f"one of {', '.join(MISSING_POLICIES)} (how empty cells are filled)"))
     return problems
 
 
 # -- CSV -----------------------------------------------------------------------------------------
 
-def load_csv(path: str, target: str = "label", features: list[str] | None = None) -> Dataset:
-    """A CSV with a header row; the target column by name, the features all others or a list."""
+def load_csv(path: str, target: str = "label", features: list[str] | None = None,
+             categorical: list[str] | None = None, missing: str = "error", *, hint: str = "data.options.target"
+             ) -> Dataset:
+    """A CSV with a header row; the target column by name, the features all others or a list.
+
+    `hint` says how to name another target column (eval says --target) in the error for a missing one.
+    """
     header = read_csv_header(path)
     if target not in header:
         raise DataError(f"{path}: no target column {target!r}; columns: {', '.join(header)}."
-                        f"{did_you_mean(target, header)} Set data.options.target to the column to predict.")
+                        f"{did_you_mean(target, header)} Set {hint} to the column to predict.")
     features = features or [c for c in header if c != target]
-    missing = [c for c in features if c not in header]
-    if missing:
-        raise DataError(f"{path}: feature columns not found: {', '.join(missing)}; columns: {', '.join(header)}")
-    table = _read_csv(path, [header.index(c) for c in features], header.index(target))
+    absent = [c for c in features if c not in header]
+    if absent:
+        raise DataError(f"{path}: feature columns not found: {', '.join(absent)}; columns: {', '.join(header)}")
+    categorical = list(categorical or [])
+    stray = [c for c in categorical if c not in features]
+    if stray:
+        raise DataError(f"{path}: data.options.categorical names {', '.join(map(repr, stray))}, which "
+                        f"{'is' if len(stray) == 1 else 'are'} not among the feature columns "
+                        f"({', '.join(features)})")
+    table = _read_csv(path, [header.index(c) for c in features], header.index(target), categorical, missing)
     y = _target_column(path, table, target)
-    return Dataset(Path(path).name, table.x, y, source=str(path), lines=table.lines)
+    return Dataset(Path(path).name, table.x, y, source=str(path), lines=table.lines, columns=tuple(features),
+                   target_name=target, categories=table.categories or None)
+
+
+def attach_test(train: Dataset, test: Dataset, test_path: str) -> Dataset:
+    """`train` with `test`'s rows as its test set (data.test): the same columns, categories coded as train's."""
+    if train.x_test is not None:
+        raise DataError(f"{train.source} has a test set of its own (X_test); data.test adds one to data that has none")
+    if math.prod(test.x_train.shape[1:]) != math.prod(train.x_train.shape[1:]):
+        raise DataError(f"{test_path}: {math.prod(test.x_train.shape[1:])} features per example, but "
+                        f"{train.source} has {math.prod(train.x_train.shape[1:])}: the test file needs the same columns")
+    x_test, categories = test.x_train.copy(), dict(train.categories or {})
+    for name, texts in (test.categories or {}).items():   # the test file's codes, renumbered into the union
+        j = train.columns.index(name)
+        union = tuple(sorted(set(categories[name]) | set(texts)))
+        train.x_train[:, j] = _recode(train.x_train[:, j], categories[name], union)
+        x_test[:, j] = _recode(x_test[:, j], texts, union)
+        categories[name] = union
+    train.x_test, train.y_test, train.categories = x_test, test.y_train, categories or None
+    return train
+
+
+def _recode(codes: np.ndarray, texts, union) -> np.ndarray:
+    """Codes into `texts` as codes into `union` (a sorted superset); NaN stays NaN."""
+    mapping = np.searchsorted(np.array(union, dtype=str), np.array(texts, dtype=str)).astype(np.float64)
+    out = codes.copy()
+    known = np.isfinite(codes)
+    out[known] = mapping[codes[known].astype(np.int64)] if len(texts) else np.nan
+    return out
+
+
+def load_csv_columns(path: str, names: list[str], categorical=(), missing: str = "error"
+                     ) -> tuple[np.ndarray, dict[str, tuple[str, ...]]]:
+    """The named columns of a CSV, in the order given (categorical ones as codes), and their categories.
+
+    The header is matched by name: any order is fine, and columns not asked for are
+    ignored; a missing one is an error naming it, with the columns the file has that
+    were not asked for (a renamed column shows up there). A file whose first row is all
+    numbers and not the names has no header: its columns are taken in order, by count.
+    """
+    header = read_csv_header(path)
+    if not set(names) <= set(header) and _all_numbers(header):
+        if len(header) != len(names):
+            raise DataError(f"{path} has no header row and {len(header)} columns, but the model takes "
+                            f"{len(names)} ({', '.join(names)}); add a header row naming them")
+        table = _read_csv(path, list(range(len(names))), None, categorical, missing, header=list(names))
+        return table.x, table.categories
+    absent = [c for c in names if c not in header]
+    if absent:
+        unexpected = [c for c in header if c not in names]
+        raise DataError(f"{path}: the model needs the column{'s' * (len(absent) > 1)} {', '.join(map(repr, absent))}, "
+                        f"which the header lacks; columns it was not trained on: "
+                        f"{', '.join(map(repr, unexpected)) or 'none'}. The model's columns: {', '.join(names)}")
+    table = _read_csv(path, [header.index(c) for c in names], None, list(categorical), missing)
+    return table.x, table.categories
+
+
+def _all_numbers(cells: list[str]) -> bool:
+    try:
+        [float(cell) for cell in cells]
+    except ValueError:
+        return False
+    return True
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    try:
+        f, _ = open_regular(str(path), "data file")
+        with f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except (OSError, ValueError) as error:
+        raise DataError(f"{path}: cannot read ({_reason(error)})") from None
+    return digest.hexdigest()
 
 
 def load_csv_inputs(path: str, drop=()) -> np.ndarray:
@@ -88,41 +192,79 @@ def read_csv_header(path: str) -> list[str]:
 
 
 class _Table:
-    """What _read_csv gathers: the feature columns as floats, the target's cells, each row's line."""
+    """What _read_csv gathers: the feature columns as floats, the target's cells, each row's line.
+
+    Categorical columns hold codes into `categories[name]` (the sorted texts of this file; NaN for a
+    missing cell when missing values are allowed).
+    """
 
     def __init__(self, names: list[str]):
         self.names = names
         self.x: np.ndarray = np.zeros((0, len(names)))
         self.target: list[str] = []
         self.lines: np.ndarray = np.zeros(0, dtype=np.int64)
+        self.categories: dict[str, tuple[str, ...]] = {}
 
 
-def _read_csv(path: str, columns: list[int], target: int | None = None) -> _Table:
-    """Read the whole table: the `columns` as finite floats (a chunk at a time), the `target` column as text."""
+def _read_csv(path: str, columns: list[int], target: int | None = None, categorical=(), missing: str = "error",
+              header: list[str] | None = None) -> _Table:
+    """Read the whole table: the `columns` as finite floats (a chunk at a time), the `target` column as text.
+
+    `categorical`: names of columns read as text. `header`: the names of a file without a header row.
+    """
     with _CsvReader(path) as (reader, size):
-        header = _header(path, reader)
-        table = _Table([header[c] for c in columns])
-        _check_csv_size(path, size, len(header), len(columns))
-        chunks, chunk, lines = [], [], []
+        names = header or _header(path, reader)
+        table = _Table([names[c] for c in columns])
+        text = [i for i, name in enumerate(table.names) if name in categorical]
+        numeric = [c for i, c in enumerate(columns) if i not in text]
+        _check_csv_size(path, size, len(names), len(columns))
+        chunks, chunk, lines, cells = [], [], [], [[] for _ in text]
         for row in reader:
             if not row:
                 continue
-            if len(row) != len(header):
-                raise DataError(f"{path}:{reader.line_num}: {len(row)} values, but the header has {len(header)} "
+            if len(row) != len(names):
+                raise DataError(f"{path}:{reader.line_num}: {len(row)} values, but the header has {len(names)} "
                                 "columns")
-            chunk.append([row[c] for c in columns])
+            chunk.append([row[c] for c in numeric])
             lines.append(reader.line_num)
+            for kept, i in zip(cells, text):
+                kept.append(row[columns[i]].strip())
             if target is not None:
                 table.target.append(row[target].strip())
             if len(chunk) == CHUNK_ROWS:
-                chunks.append(_floats(path, chunk, lines[-len(chunk):], table.names))
+                chunks.append(_floats(path, chunk, lines[-len(chunk):], [names[c] for c in numeric], missing))
                 chunk = []
         if chunk:
-            chunks.append(_floats(path, chunk, lines[-len(chunk):], table.names))
+            chunks.append(_floats(path, chunk, lines[-len(chunk):], [names[c] for c in numeric], missing))
     if not lines:
         raise DataError(f"{path}: a CSV needs a header row and at least one data row")
-    table.x, table.lines = np.concatenate(chunks), np.array(lines, dtype=np.int64)
+    table.lines = np.array(lines, dtype=np.int64)
+    table.x = np.concatenate(chunks) if not text else _with_codes(path, table, np.concatenate(chunks), text,
+                                                                   cells, missing)
     return table
+
+
+def _with_codes(path: str, table: _Table, numbers: np.ndarray, text: list[int], cells: list[list[str]],
+                missing: str) -> np.ndarray:
+    """The numeric columns and each categorical column's codes, in the table's column order."""
+    x = np.empty((len(numbers), len(table.names)))
+    x[:, [i for i in range(len(table.names)) if i not in text]] = numbers
+    for i, column in zip(text, cells):
+        name = table.names[i]
+        gaps = np.array([cell.lower() in MISSING_MARKERS for cell in column], dtype=bool)
+        if gaps.any() and missing == "error":
+            raise DataError(_missing_message(path, int(table.lines[np.flatnonzero(gaps)[0]]), name))
+        values = np.array(column, dtype=str)
+        table.categories[name] = tuple(np.unique(values[~gaps]).tolist())
+        codes = np.searchsorted(np.array(table.categories[name], dtype=str), values).astype(np.float64)
+        codes[gaps] = np.nan
+        x[:, i] = codes
+    return x
+
+
+def _missing_message(path: str, line: int, name: str) -> str:
+    return (f"{path}:{line}: column {name!r} is empty (a missing value); fill it in or drop that row, or set "
+            "data.options.missing: mean or median to fill it from the training split")
 
 
 class _CsvReader:
@@ -185,8 +327,17 @@ def _check_csv_size(path: str, size: int, n_columns: int, n_kept: int) -> None:
                         f"floats), more than half of this machine's memory ({memory_size(physical_memory())})")
 
 
-def _floats(path: str, chunk: list[list[str]], lines: list[int], names: list[str]) -> np.ndarray:
-    """The cells as finite floats; the first cell that is not a number, or not finite, is named by line and column."""
+def _floats(path: str, chunk: list[list[str]], lines: list[int], names: list[str], missing: str = "error"
+            ) -> np.ndarray:
+    """The cells as finite floats; the first cell that is not a number, or not finite, is named by line and column.
+
+    With `missing` mean or median, missing cells (MISSING_MARKERS) become NaN, to be filled after the split.
+    """
+    gaps = None
+    if missing != "error":
+        gaps = np.array([[cell.strip().lower() in MISSING_MARKERS for cell in row] for row in chunk],
+                        dtype=bool).reshape(len(chunk), len(names))
+        chunk = [["nan" if gap else cell for cell, gap in zip(row, row_gaps)] for row, row_gaps in zip(chunk, gaps)]
     try:
         x = np.array(chunk, dtype=np.float64).reshape(len(chunk), len(names))
     except ValueError:
@@ -195,14 +346,22 @@ def _floats(path: str, chunk: list[list[str]], lines: list[int], names: list[str
                 try:
                     float(cell)
                 except ValueError:
-                    raise DataError(f"{path}:{line}: column {name!r} holds {cell!r}, not a number") from None
+                    raise DataError(_not_a_number(path, line, name, cell)) from None
         raise
-    bad = np.argwhere(~np.isfinite(x))
+    finite = np.isfinite(x)
+    bad = np.argwhere(~finite if gaps is None else ~finite & ~gaps)
     if len(bad):
         i, j = bad[0]
         raise DataError(f"{path}:{lines[i]}: column {names[j]!r} holds {chunk[i][j].strip()!r}, not a finite number; "
                         "NaN and infinity cannot be trained on or predicted from: fill in or drop that row")
     return x
+
+
+def _not_a_number(path: str, line: int, name: str, cell: str) -> str:
+    if not cell.strip():
+        return _missing_message(path, line, name)
+    return (f"{path}:{line}: column {name!r} holds {cell!r}, not a number; if the column holds categories, list it "
+            "in data.options.categorical to one-hot encode it")
 
 
 def _target_column(path: str, table: _Table, name: str) -> np.ndarray:

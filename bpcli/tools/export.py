@@ -168,6 +168,10 @@ def onnx_model(r: Restored, source: str = ""):
     x = g.node("Mul", [x, g.constant("preprocess.scale", r.preprocessor.scale)], "preprocess.scaled")
     for i, layer in enumerate(r.model.layers):
         x = _layer_nodes(g, layer, x, f"layers.{i}")
+    pre = r.preprocessor
+    if r.task == "regression" and pre.target_offset is not None:   # standardized targets: back to their units
+        x = g.node("Div", [x, g.constant("preprocess.target_scale", pre.target_scale)], "values.unscaled")
+        x = g.node("Add", [x, g.constant("preprocess.target_offset", pre.target_offset)], "values.shifted")
     names = outputs_of(r.task)
     g.node("Identity", [x], names[0])
     if r.task == "multiclass":

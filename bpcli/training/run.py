@@ -13,16 +13,17 @@ import json
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from bpcli.config.loading import parse_config_text
-from bpcli.config.yamlio import read_yaml_file
-from bpcli.config.sections import Config, resolved_dict
-from bpcli.data.catalog import load_dataset
+from bpcli.config.yamlio import dump_yaml, read_yaml_file
+from bpcli.config.sections import Config, resolve_data_paths, resolved_dict
+from bpcli.data.catalog import DATASETS, load_dataset
 from bpcli.data.preprocessing import Prepared, prepare
 from bpcli.errors import BpcliError, CheckpointError, ConfigError, DiskFullError, Interrupted
 from bpcli.fileio import write_file
+from bpcli.data.tables import file_sha256
 from bpcli.nn.losses import LOSSES
+from bpcli.nn.metrics import metrics_for, predict_logits
 from bpcli.optim.schedules import takes_from_config
 from bpcli.training.callbacks import CheckpointCallback, EarlyStopping, MetricsLogger
 from bpcli.training.checkpoint import Checkpoint, load_checkpoint
@@ -46,19 +47,57 @@ def as_config(config: Config | dict) -> Config:
     """A Config, also from a resolved config dict (a checkpoint's, or one a program built)."""
     if isinstance(config, Config):
         return config
-    return parse_config_text(yaml.safe_dump(config, sort_keys=False), "<config>")
+    return parse_config_text(dump_yaml(config), "<config>")
 
 
 def prepare_data(config: Config | dict, data_dir: str | None = None, on_progress=None) -> Prepared:
-    """Load the configured dataset and turn it into the arrays the loss expects."""
+    """Load the configured dataset and turn it into the arrays the loss expects.
+
+    A dataset file (and a data.test file) is recorded with its SHA-256 in `info["files"]`,
+    so resuming or evaluating on a file that changed since is refused (check_data_files).
+    """
     config = as_config(config)
     data, seed = config.data, config.training.seed
     dataset = load_dataset(data.dataset, data_dir=data_dir or data.data_dir, mirrors=data.mirrors,
-                           options=data.options, seed=seed, on_progress=on_progress)
+                           options=data.options, seed=seed, on_progress=on_progress, test=data.test)
     input_dim = int(np.prod(dataset.x_train.shape[1:]))
-    return prepare(dataset, LOSSES[config.loss.name].kind, val_fraction=data.val_fraction, seed=seed,
-                   preprocess=data.preprocess, dtype=config.model.dtype,
-                   outputs=config.model.output_width(input_dim))   # targets checked against the outputs
+    prepared = prepare(dataset, LOSSES[config.loss.name].kind, val_fraction=data.val_fraction, seed=seed,
+                       preprocess=data.preprocess, dtype=config.model.dtype,
+                       outputs=config.model.output_width(input_dim),   # targets checked against the outputs
+                       test_fraction=data.test_fraction, target_preprocess=data.target_preprocess,
+                       missing=data.options.get("missing", "error"))
+    files = data_files(config)
+    if files:
+        prepared.info["files"] = files
+    return prepared
+
+
+def data_files(config: Config) -> dict:
+    """{"dataset": {"path", "sha256"}, "test": ...} for the data files a config reads (none for named sets)."""
+    paths = {"dataset": config.data.dataset, "test": config.data.test}
+    return {key: {"path": path, "sha256": file_sha256(path)} for key, path in paths.items()
+            if path is not None and path not in DATASETS}
+
+
+def check_data_files(recorded: dict | None, current: dict, error=CheckpointError) -> None:
+    """Refuse data files whose bytes differ from those a run was trained on (their SHA-256)."""
+    for key, now in current.items():
+        then = (recorded or {}).get(key)
+        if then and then.get("sha256") != now["sha256"]:
+            raise error(f"{now['path']} changed since the run was trained on it (SHA-256 {then['sha256'][:16]}... "
+                        f"then, {now['sha256'][:16]}... now): its splits and statistics would not be the run's; "
+                        "restore the file, or train a new run on it")
+
+
+def in_units(trainer: Trainer, data: Prepared) -> dict:
+    """The summary, its test figures in the target's own units when the model learned standardized targets."""
+    summary = trainer.summary
+    if summary.get("test") and data.y_test_units is not None:
+        model, loss = trainer.parts.model, trainer.parts.loss
+        outputs = predict_logits(model, data.x_test, trainer.eval_batch_size)
+        values = data.preprocessor.unscale_outputs(outputs).astype(np.float64)
+        summary["test"] = {m.name: m.compute(values, data.y_test_units, loss) for m in metrics_for(loss.kind)}
+    return summary
 
 
 def find_checkpoint(run: RunDir, on_warning=None) -> Checkpoint:
@@ -150,6 +189,28 @@ def read_run_config(run: RunDir) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
+# Data keys added after runs were made (issue 15), with the values that reproduce what those runs did.
+LEGACY_DATA = {"test": None, "test_fraction": 0.0, "target_preprocess": "none"}
+
+
+def with_legacy_keys(saved: dict) -> dict:
+    """A checkpoint's config as today's keys would say it: data keys it predates at the values it ran with,
+    and a relative data path as it was read then (from the working folder)."""
+    data = {**LEGACY_DATA, **saved.get("data", {})}
+    for key in ("dataset", "test"):
+        value = data.get(key)
+        if isinstance(value, str) and value not in DATASETS and not Path(value).is_absolute():
+            data[key] = str(Path(value).absolute())
+    return {**saved, "data": data}
+
+
+def as_trained(config: Config, saved: dict) -> Config:
+    """A config resuming a run from before data.target_preprocess: `auto` means what that run did (none)."""
+    if "target_preprocess" in saved.get("data", {}) or config.data.target_preprocess != "auto":
+        return config
+    return config.model_copy(update={"data": config.data.model_copy(update={"target_preprocess": "none"})})
+
+
 def check_resume_config(saved: dict, resolved: dict, force: bool) -> None:
     """Refuse to resume with a config that changes what is computed, unless forced.
 
@@ -178,15 +239,18 @@ def train_run(config: Config | dict, config_name: str, *, data_dir: str | None =
               on_progress=None, on_warning=None, invocation: Invocation | None = None) -> dict:
     """Train from a config, resume a run, or start one from another's weights (init_from); returns the
     summary also written to summary.json. `invocation` (the command line, from the CLI) goes to run.json."""
-    config = as_config(config)
+    config = resolve_data_paths(as_config(config), Path.cwd())   # relative ones: from the working folder
     if config.output.tensorboard:
         require_tensorboardx()   # before anything is loaded or written
-    config_text = yaml.safe_dump(resolved_dict(config), sort_keys=False)
     checkpoint, run = resume_point(resume, on_warning) if resume else (None, None)
     if checkpoint:
-        check_resume_config(checkpoint.meta["config"], resolved_dict(config), force)
+        config = as_trained(config, checkpoint.meta["config"])
+        check_resume_config(with_legacy_keys(checkpoint.meta["config"]), resolved_dict(config), force)
+    config_text = dump_yaml(resolved_dict(config))   # YAML 1.2, as every config is read back
     start = load_checkpoint(init_from) if init_from else None
     data = prepare_data(config, data_dir, on_progress)
+    if checkpoint:
+        check_data_files(checkpoint.meta.get("data_info", {}).get("files"), data.info.get("files", {}))
     if checkpoint and checkpoint.meta.get("val_hash") != data.val_hash:
         raise CheckpointError(f"the validation split differs from the one {checkpoint.path} was trained with "
                               f"(hash {checkpoint.meta.get('val_hash')} vs {data.val_hash}): different data?")
@@ -211,7 +275,7 @@ def _train(config: Config, data: Prepared, run: RunDir, checkpoint: Checkpoint |
     if trainer.finished():   # a finished run resumed: nothing to train, only what is missing to repair
         trainer.stop_reason = trainer.stop_reason or f"completed {trainer.epochs} epochs"
         trainer.end(evaluate_test=True)
-        end_session(run, record, trainer.summary)
+        end_session(run, record, in_units(trainer, data))
         return {"run_dir": str(run), **trainer.summary, "already_finished": True}
     try:
         trainer.fit()
@@ -220,7 +284,7 @@ def _train(config: Config, data: Prepared, run: RunDir, checkpoint: Checkpoint |
         raise
     finally:
         if trainer.summary:   # however the run ended
-            end_session(run, record, trainer.summary)
+            end_session(run, record, in_units(trainer, data))
     if config.output.tensorboard:   # with the test metrics, which the callbacks have not seen
         write_hparams(run, trainer.config_record, trainer.summary)
     return {"run_dir": str(run), **trainer.summary}
