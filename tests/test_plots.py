@@ -171,13 +171,13 @@ def test_several_runs_share_a_figure_one_colour_each(tmp_path, full_run):
 def test_plot_command_writes_pngs_where_it_says(tmp_path, full_run, monkeypatch):
     result = runner.invoke(app, ["plot", str(full_run)])
     assert result.exit_code == 0, result.output
-    assert result.output.strip() == f"wrote {full_run / 'plot.png'}"
+    assert result.stdout == "" and result.stderr.strip() == f"wrote {full_run / 'plot.png'}"   # as eval --plot
     data = (full_run / "plot.png").read_bytes()
     assert png_size(data) == (1200, 800) and len(data) > 20_000
     other = write_run(tmp_path / "other", metric_rows(accuracy=False, val=False))
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["plot", str(full_run), str(other)])
-    assert result.exit_code == 0 and result.output.strip() == "wrote compare.png"
+    assert result.exit_code == 0 and result.stdout == "" and result.stderr.strip() == "wrote compare.png"
     assert png_size((tmp_path / "compare.png").read_bytes()) == (1200, 800)
     assert not list(tmp_path.glob("*.tmp"))
 

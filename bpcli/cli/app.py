@@ -27,7 +27,7 @@ EXIT_CODES_HELP = (
 def main() -> None:
     """`bpcli`: Ctrl-C is handled from here on, then the app is built and run."""
     signal.signal(signal.SIGINT, exit_at_once)   # before the imports below: no traceback from the middle of one
-    from bpcli.cli.common import state
+    from bpcli.cli.common import PlainHelp, state
 
     state["outside_commands"] = exit_at_once   # user_errors hands Ctrl-C to a command while it runs, then back
     build_app()()
@@ -52,7 +52,7 @@ def build_app():
     from bpcli.cli import (config, data, evaluate, explain, export, gradcheck, inspect_command, plot, sweep,
                            time_command, train)
     from bpcli.cli import compare
-    from bpcli.cli.common import state
+    from bpcli.cli.common import PlainHelp, state
 
     app = typer.Typer(
         name="bpcli",
@@ -62,17 +62,17 @@ def build_app():
         rich_markup_mode=None,
         pretty_exceptions_enable=False,
     )
-    app.command()(train.train)
-    app.command("eval")(evaluate.eval_)
-    app.command()(evaluate.predict)
-    app.command("export")(export.export)
-    app.command()(gradcheck.gradcheck)
-    app.command("time")(time_command.time_)
-    app.command("plot")(plot.command)
-    app.command("compare")(compare.command)
-    app.command("inspect")(inspect_command.command)
-    app.command("explain")(explain.command)
-    app.command("sweep")(sweep.sweep)
+    app.command(cls=PlainHelp)(train.train)
+    app.command("eval", cls=PlainHelp)(evaluate.eval_)
+    app.command(cls=PlainHelp)(evaluate.predict)
+    app.command("export", cls=PlainHelp)(export.export)
+    app.command(cls=PlainHelp)(gradcheck.gradcheck)
+    app.command("time", cls=PlainHelp)(time_command.time_)
+    app.command("plot", cls=PlainHelp)(plot.command)
+    app.command("compare", cls=PlainHelp)(compare.command)
+    app.command("inspect", cls=PlainHelp)(inspect_command.command)
+    app.command("explain", cls=PlainHelp)(explain.command)
+    app.command("sweep", cls=PlainHelp)(sweep.sweep)
     app.add_typer(data.app, name="data")
     app.add_typer(config.app, name="config")
 

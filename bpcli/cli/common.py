@@ -97,3 +97,50 @@ PIPE_WIDTH = 1000   # columns of a console writing into a pipe or a file: every 
 def print_json(data) -> None:
     """Pure JSON on stdout (messages go to stderr)."""
     typer.echo(json.dumps(data, indent=2))
+
+
+# The value an option takes, by its parameter's name, for every command that does not name it itself.
+METAVARS = {"overrides": "KEY=VALUE", "resume": "RUN_DIR", "init_from": "CHECKPOINT", "data_dir": "DIR",
+            "output": "FILE", "mirror": "URL", "workers": "N", "trials": "N", "top": "N", "repeats": "N",
+            "samples": "N", "max_entries": "N", "seed": "N", "eps": "FLOAT", "tol": "FLOAT"}
+
+
+class PlainHelp(typer.core.TyperCommand):
+    """--help in the words of the docs (`bpcli eval [OPTIONS] CHECKPOINT_OR_RUN_DIR`), not Python's types.
+
+    Typer shows every argument as `NAME <str>` and a required one as `{NAME}` in the
+    usage line, and an option without a metavar as `--eps <float>`. Here an argument
+    is its metavar (upper case; `[NAME]` when optional, `NAME...` when repeated) and
+    an option without one is named by METAVARS or after itself (`--target TARGET`), so a new
+    parameter cannot bring the Python types back (tests/test_help.py reads every command's help).
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            flag = getattr(param, "is_flag", False) or getattr(param, "count", False)
+            if param.metavar is None and param.name and not flag:
+                param.metavar = METAVARS.get(param.name, param.name.upper())
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                name = param.metavar if param.required else f"[{param.metavar}]"
+                pieces.append(name + ("..." if param.nargs != 1 else ""))
+        return pieces
+
+    def format_options(self, ctx, formatter) -> None:
+        arguments, options = [], []
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            if param.param_type_name == "argument":
+                arguments.append((param.metavar, record[1]))
+            else:
+                options.append(record)
+        for title, rows in (("Arguments", arguments), ("Options", options)):
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)

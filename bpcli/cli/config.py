@@ -12,7 +12,7 @@ from typing import List, Optional
 
 import typer
 
-from bpcli.cli.common import print_json, user_errors
+from bpcli.cli.common import PlainHelp, print_json, user_errors
 
 app = typer.Typer(help="Show, validate and describe config files; list and copy out the shipped ones.",
                   no_args_is_help=True)
@@ -22,7 +22,7 @@ SET = typer.Option(None, "--set", metavar="KEY.PATH=VALUE",
                    help="Override a key before validation (repeatable), e.g. --set optimizer.lr=1e-3.")
 
 
-@app.command()
+@app.command(cls=PlainHelp)
 @user_errors
 def show(config: str = CONFIG, overrides: Optional[List[str]] = SET,
          as_json: bool = typer.Option(False, "--json", help="Print as JSON instead of YAML.")) -> None:
@@ -40,7 +40,7 @@ def show(config: str = CONFIG, overrides: Optional[List[str]] = SET,
     typer.echo(dump_yaml(data), nl=False)
 
 
-@app.command()
+@app.command(cls=PlainHelp)
 @user_errors
 def validate(config: str = CONFIG, overrides: Optional[List[str]] = SET) -> None:
     """Check a config: every problem at once, each with its line, column and key path (exit 2).
@@ -53,7 +53,7 @@ def validate(config: str = CONFIG, overrides: Optional[List[str]] = SET) -> None
     typer.echo(f"{config} is valid")
 
 
-@app.command()
+@app.command(cls=PlainHelp)
 @user_errors
 def schema(markdown: bool = typer.Option(False, "--markdown",
                                          help="Print the key reference tables of docs/config.md instead.")) -> None:
@@ -69,7 +69,7 @@ def schema(markdown: bool = typer.Option(False, "--markdown",
         print_json(config_json_schema())
 
 
-@app.command("list")
+@app.command("list", cls=PlainHelp)
 @user_errors
 def list_() -> None:
     """The configs that ship with bpcli, by name, each with the first line of its header.
@@ -87,7 +87,7 @@ def list_() -> None:
         typer.echo(f"{name:<{width}}  {summary_line(path)}")
 
 
-@app.command()
+@app.command(cls=PlainHelp)
 @user_errors
 def new(name: str = typer.Argument(..., help="A shipped config (bpcli config list)."),
         output: Optional[str] = typer.Option(None, "--output", "-o",
@@ -109,5 +109,5 @@ def new(name: str = typer.Argument(..., help="A shipped config (bpcli config lis
     if target.exists():
         raise ConfigError(f"{target} already exists; choose another name with --output (nothing was written)")
     write_file(target, source.read_bytes(), "config")
-    typer.echo(f"wrote {target} (from the shipped {name}); train it with: bpcli train {target}")
+    typer.echo(f"wrote {target} (from the shipped {name}); train it with: bpcli train {target}", err=True)
 

@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from bpcli.cli.common import console, print_json, user_errors
+from bpcli.cli.common import PlainHelp, console, print_json, user_errors
 
 app = typer.Typer(help="List, inspect, download and import datasets.", no_args_is_help=True)
 
@@ -44,7 +44,7 @@ class DownloadProgress:
         self.progress.stop()
 
 
-@app.command("list")
+@app.command("list", cls=PlainHelp)
 @user_errors
 def list_datasets(data_dir: Optional[str] = DATA_DIR,
                   as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
@@ -72,7 +72,7 @@ def list_datasets(data_dir: Optional[str] = DATA_DIR,
     console().print(table)
 
 
-@app.command()
+@app.command(cls=PlainHelp)
 @user_errors
 def info(name: str = typer.Argument(..., help="A dataset name or a path to a .csv / .npz file."),
          target: Optional[str] = typer.Option(None, help="CSV: the column to predict."),
@@ -102,7 +102,7 @@ def info(name: str = typer.Argument(..., help="A dataset name or a path to a .cs
                 out.print("    classes: " + ", ".join(f"{k}: {v}" for k, v in s["class_counts"].items()))
 
 
-@app.command()
+@app.command(cls=PlainHelp)
 @user_errors
 def download(name: str = typer.Argument(..., help="mnist or fashion-mnist."),
              data_dir: Optional[str] = DATA_DIR,
@@ -123,7 +123,7 @@ def download(name: str = typer.Argument(..., help="mnist or fashion-mnist."),
     typer.echo(f"{name} is ready in {dataset_dir(name, data_dir)}")
 
 
-@app.command("import")
+@app.command("import", cls=PlainHelp)
 @user_errors
 def import_(name: str = typer.Argument(..., help="mnist or fashion-mnist."),
             directory: str = typer.Argument(..., help="Folder holding the four IDX files (.gz or raw)."),

@@ -37,7 +37,7 @@ def command(
     runs = [read_run(path) for path in run_dirs]
     target = output or (Path(run_dirs[0]) / "plot.png" if len(runs) == 1 else Path(COMPARE))
     written = save_figure(training_figure(runs), target)
-    typer.echo(f"wrote {written}")
+    typer.echo(f"wrote {written}", err=True)
 
 
 def is_sweep(path: str) -> bool:
