@@ -334,3 +334,15 @@ def test_a_category_the_training_split_lacks_gives_an_all_zero_row(tmp_path):
     out = encoder.transform(np.array([[np.nan, 0], [5.0, 1], [1.0, np.nan]]), {"colour": ("purple", "red")})
     assert out.tolist() == [[2.0, 0, 0], [5.0, 0, 1], [1.0, 0, 0]]
     assert encoder.input_names() == ["x", "colour=blue", "colour=red"]
+
+
+# -- the shipped example ----------------------------------------------------------------------------------
+
+def test_the_shipped_tabular_config_trains_from_any_folder_on_the_shipped_wine_csv(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    summary = json.loads(ok(cli("train", "tabular", "-q", "--json", "--set", "training.epochs=3",
+                                                "--set", "output.name=wine")).stdout)
+    assert Path(summary["data"]["files"]["dataset"]["path"]).name == "wine.csv"
+    assert summary["data"]["files"]["dataset"]["sha256"] == \
+        "0b1878a85c7319cb85c8f5eed4731bac48b130b99bb19169c8ac7f55fbc984f7"
+    assert summary["data"]["n_test"] == 36 and summary["test"]["accuracy"] > 0.5
