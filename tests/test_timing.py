@@ -1,6 +1,7 @@
 """bpcli time and the benchmark script keep working (no timing assertions: figures live in README)."""
 
 import importlib.util
+import re
 import json
 import subprocess
 import sys
@@ -55,3 +56,19 @@ def test_benchmark_script_runs_a_tiny_workload(tmp_path):
     if with_torch:  # one PyTorch epoch per round, interleaved with bpcli's
         assert all(len(r["torch_all_s"]) == len(r["bpcli_all_s"]) == 2 and r["bpcli_over_torch"] > 0
                    for r in report["results"])
+
+
+def test_bpcli_time_shows_the_spread_of_the_repeats():
+    """min, median and max of the repeats, so a busy machine shows (issue 14)."""
+    from typer.testing import CliRunner
+
+    from bpcli.cli.app import app
+
+    report = json.loads(CliRunner().invoke(app, ["time", "xor", "--repeats", "5", "--json"]).stdout)
+    spread = report["batch_spread_ms"]
+    assert spread["min"] <= spread["median"] == report["batch_ms"] <= spread["max"] and report["repeats"] == 5
+    layer = report["layers"][0]
+    assert layer["forward_spread_ms"]["min"] <= layer["forward_ms"] <= layer["forward_spread_ms"]["max"]
+    text = CliRunner().invoke(app, ["time", "xor", "--repeats", "5"]).stdout
+    assert "(median, min-max of 5 repeats)" in text
+    assert re.search(r"whole batch \(forward, loss, backward, update\): [\d.]+ \([\d.]+-[\d.]+\) ms", text)

@@ -61,15 +61,20 @@ def timing_data(config, synthetic: bool):
 def print_report(r: dict, config: str) -> None:
     from rich.table import Table
 
-    table = Table(title=f"{config}: one batch of {r['batch_size']} (medians)")
+    table = Table(title=f"{config}: one batch of {r['batch_size']} (median, min-max of {r['repeats']} repeats)")
     for column in ("layer", "type", "output", "forward ms", "backward ms"):
         table.add_column(column, justify="right" if "ms" in column or column == "layer" else "left")
     for row in r["layers"]:
         table.add_row(str(row["layer"]), row["type"], "x".join(map(str, row["output"])),
-                      f"{row['forward_ms']:.3f}", f"{row['backward_ms']:.3f}")
+                      spread(row["forward_spread_ms"]), spread(row["backward_spread_ms"]))
     out = console()
     out.print(table)
-    out.print(f"whole batch (forward, loss, backward, update): {r['batch_ms']:.3f} ms; "
-              f"{r['samples_per_second']:,.0f} samples/s")
+    out.print(f"whole batch (forward, loss, backward, update): {spread(r['batch_spread_ms'])} ms; "
+              f"{r['samples_per_second']:,.0f} samples/s; a max far above the min means a busy machine")
     out.print(f"epoch of {r['batches_per_epoch']} batches: {r['epoch_s']:.2f} s; its bare GEMMs: "
               f"{r['bare_gemm_epoch_s']:.2f} s; ratio {r['ratio']:.2f}x")
+
+
+def spread(ms: dict) -> str:
+    """'0.512 (0.498-0.730)': the median, then the fastest and slowest repeat."""
+    return f"{ms['median']:.3f} ({ms['min']:.3f}-{ms['max']:.3f})"

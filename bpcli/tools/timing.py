@@ -59,13 +59,15 @@ def gemm_sizes(model: Model) -> list[int]:
     return [model.input_dim, *fan_outs]
 
 
-def _median_ms(fn, repeats: int) -> float:
+def _spread_ms(fn, repeats: int) -> dict:
+    """{"min", "median", "max"} milliseconds of `repeats` calls: the median is the figure, and a max far above
+    the min shows a busy machine (other processes, frequency changes) rather than the code."""
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
         fn()
         times.append(time.perf_counter() - started)
-    return 1e3 * float(np.median(times))
+    return {"min": 1e3 * min(times), "median": 1e3 * float(np.median(times)), "max": 1e3 * max(times)}
 
 
 def time_layers(model: Model, x: np.ndarray, repeats: int) -> list[dict]:
@@ -77,10 +79,11 @@ def time_layers(model: Model, x: np.ndarray, repeats: int) -> list[dict]:
     for i, layer in enumerate(model.layers):
         x_in, dy = inputs[i], np.ones_like(inputs[i + 1])
         # a fresh copy of the input each time: layers that work in place overwrite it
-        forward = _median_ms(lambda: layer.forward(np.array(x_in, copy=True), True), repeats)  # noqa: B023
-        backward = _median_ms(lambda: layer.backward(np.array(dy, copy=True)), repeats)  # noqa: B023
+        forward = _spread_ms(lambda: layer.forward(np.array(x_in, copy=True), True), repeats)  # noqa: B023
+        backward = _spread_ms(lambda: layer.backward(np.array(dy, copy=True)), repeats)  # noqa: B023
         rows.append({"layer": i, "type": layer.activation_name or type(layer).__name__.lower(),
-                     "output": list(inputs[i + 1].shape), "forward_ms": forward, "backward_ms": backward})
+                     "output": list(inputs[i + 1].shape), "forward_ms": forward["median"],
+                     "backward_ms": backward["median"], "forward_spread_ms": forward, "backward_spread_ms": backward})
     return rows
 
 
@@ -96,8 +99,10 @@ def time_config(config: Config, x_train: np.ndarray, y_train: np.ndarray, n_trai
     parts = build_parts(config, x_train.shape[1], batches)
     x, y = x_train[:batch], y_train[:batch]
     layers = time_layers(parts.model, x, repeats)
-    step = _median_ms(lambda: train_step(parts, x, y, 1e-9), repeats)
-    gemm_batch = _median_ms(BareGemms(gemm_sizes(parts.model), batch, batch).epoch, repeats)  # one batch's GEMMs
-    return {"batch_size": batch, "layers": layers, "batch_ms": step, "samples_per_second": batch / step * 1e3,
+    spread = _spread_ms(lambda: train_step(parts, x, y, 1e-9), repeats)
+    gemm_batch = _spread_ms(BareGemms(gemm_sizes(parts.model), batch, batch).epoch, repeats)["median"]  # its GEMMs
+    step = spread["median"]
+    return {"batch_size": batch, "layers": layers, "batch_ms": step, "batch_spread_ms": spread, "repeats": repeats,
+            "samples_per_second": batch / step * 1e3,
             "epoch_s": step * batches / 1e3, "bare_gemm_epoch_s": gemm_batch * batches / 1e3,
             "ratio": step / gemm_batch, "batches_per_epoch": batches, "n_train": n_train}
