@@ -6,6 +6,7 @@ the commands end to end.
 """
 
 import json
+import math
 import struct
 import sys
 from pathlib import Path
@@ -300,3 +301,28 @@ def test_eval_plot_of_points_is_a_heat_map_and_of_regression_a_scatter(tmp_path)
             points = figure.axes[0].collections[0].get_offsets()
             assert np.allclose(points, np.column_stack([e.y.ravel(), e.logits.ravel()]))
         assert png_size(save_figure(figure, tmp_path / f"{dataset}.png").read_bytes()) == (800, 700)
+
+
+def cosine(epochs: int, lr: float = 0.1, min_lr: float = 1e-9) -> list[float]:
+    return [min_lr + (lr - min_lr) * (1 + math.cos(math.pi * e / epochs)) / 2 for e in range(1, epochs + 1)]
+
+
+@pytest.mark.parametrize("schedule, rates, steps, log", [
+    ("cosine to a tiny min_lr", cosine(40), [], False),
+    ("warmup then cosine", [0.02 * e for e in range(1, 6)] + cosine(35), [], False),
+    ("constant", [0.05] * 20, [], False),
+    ("exponential", [0.1 * 0.9 ** e for e in range(40)], [], False),
+    ("step", [0.1] * 10 + [0.01] * 10 + [0.001] * 10, [11, 21], True),
+    ("reduce on plateau", [0.1] * 12 + [0.05] * 5 + [0.025] * 8, [13, 18], False),
+])
+def test_only_steps_of_the_lr_are_marked_and_a_smooth_schedule_keeps_a_linear_axis(tmp_path, schedule, rates,
+                                                                                   steps, log):
+    """A cosine schedule's last tiny lr squashed a log axis, and each of its epochs was marked 'lr changed'."""
+    rows = [{"epoch": e, "train_loss": 1.0 / e, "lr": lr, "grad_norm": 1.0, "seconds": 0.1}
+            for e, lr in enumerate(rates, start=1)]
+    run = read_run(write_run(tmp_path / "r", rows))
+    assert [epoch for epoch, _ in run.lr_changes()] == steps
+    figure = training_figure([run])
+    assert (panel(figure, "Learning rate").get_yscale() == "log") is log
+    marked = [item for item in panel(figure, "Loss").get_lines() if item.get_label().endswith("lr change")]
+    assert [list(item.get_xdata()) for item in marked] == ([steps] if steps else [])

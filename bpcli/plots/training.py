@@ -24,6 +24,7 @@ from bpcli.training.run import config_value, differing_keys, read_run_config
 LABEL_BOX = {"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.75}
 RUN_HINT = "give a run directory made by bpcli train (runs/<config>-<time>/, holding {metrics})"
 LABEL_KEYS = 3   # differing config keys named in a run's label; more are cut to "..."
+STEP = 3         # an lr change this many times larger than its neighbours' is a step (lr_changes)
 
 
 # -- a run directory -------------------------------------------------------------
@@ -49,8 +50,16 @@ class Run:
         return (self.summary or {}).get("best_epoch")
 
     def lr_changes(self) -> list[tuple[int, float]]:
-        """(epoch, new lr) wherever the learning rate differs from the previous epoch's."""
-        return [(b["epoch"], b["lr"]) for a, b in zip(self.metrics, self.metrics[1:]) if b["lr"] != a["lr"]]
+        """(epoch, new lr) wherever the learning rate stepped: a step schedule's or reduce-on-plateau's drops.
+
+        A smooth schedule (cosine, warmup, exponential) changes the lr every epoch by about as
+        much as it did the epoch before, so a change counts as a step only when it is more than
+        STEP times the largest change of the epochs on either side; a constant lr never changes.
+        """
+        rates = [row["lr"] for row in self.metrics]
+        deltas = [0.0] + [abs(b - a) for a, b in zip(rates, rates[1:])] + [0.0]
+        return [(self.metrics[i]["epoch"], rates[i]) for i in range(1, len(rates))
+                if deltas[i] > STEP * max(deltas[i - 1], deltas[i + 1])]
 
 
 def read_run(run_dir: str | Path) -> Run:
@@ -271,10 +280,12 @@ def _curve_legend(ax, runs: list[Run], colours: list[str]) -> None:
 
 
 def _lr_panel(ax, runs: list[Run], colours: list[str]) -> None:
+    """The lr per epoch: a log axis for steps over decades (0.1, 0.01, 0.001), a linear one for a smooth schedule,
+    whose shape it shows and whose tiny last values (cosine to min_lr) would squash a log axis."""
     for run, colour in zip(runs, colours):
         ax.plot(*run.series("lr"), ".-", color=colour, lw=1.5, ms=4, label=run.name)
     rates = [v for r in runs for v in r.series("lr")[1]]
-    if _spans_decades(rates):
+    if _spans_decades(rates) and any(r.lr_changes() for r in runs):
         _log_y(ax)
     elif rates and min(rates) == max(rates) > 0:  # a constant lr: from 0, not a +-4% window around it
         ax.set_ylim(0, 2 * rates[0])
