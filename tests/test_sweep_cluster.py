@@ -119,7 +119,7 @@ def test_each_trial_is_an_ordinary_run_directory_seeded_from_the_sweep(swept, tm
     assert not (run / ".lock").exists()
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["training"]["seed"] == trial_seed(3, trial["number"])
-    assert config["output"] == {"dir": "runs", "name": None}   # not the worker's temporary folder
+    assert (config["output"]["dir"], config["output"]["name"]) == ("runs", None)   # not the worker's temporary folder
     assert config["optimizer"]["lr"] == trial["params"]["optimizer.lr"]
     result = CliRunner().invoke(app, ["eval", str(run / "checkpoints" / "best.safetensors"), "--json"])
     assert result.exit_code == 0, result.output

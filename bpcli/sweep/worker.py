@@ -59,8 +59,8 @@ class Pruning(Callback):
     first value of a step, and its warning is not printed.
     """
 
-    def __init__(self, trial, metric: str):
-        self.trial, self.metric = trial, metric
+    def __init__(self, trial, metric: str, min_epochs: int = 1):
+        self.trial, self.metric, self.min_epochs = trial, metric, min_epochs
         self.pruned_at: int | None = None
         self.last: float | None = None
 
@@ -72,7 +72,7 @@ class Pruning(Callback):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self.trial.report(self.last, row["epoch"])
-        if self.trial.should_prune():
+        if row["epoch"] >= self.min_epochs and self.trial.should_prune():   # never pruned before (a round trip saved)
             self.pruned_at = row["epoch"]
             loop.request_stop(f"pruned by the sweep's pruner at epoch {row['epoch']} ({self.metric} "
                               f"{self.last:.6g})")
@@ -145,13 +145,14 @@ def run_trial(task: dict) -> dict:
     try:
         stop = StopRequest()
         run = RunDir(folder / "run")
-        pruning = Pruning(_trial(task["study"], task["trial_id"]), task["metric"]) \
+        pruning = Pruning(_trial(task["study"], task["trial_id"]), task["metric"],
+                          task["study"]["pruner"].get("min_epochs", 1)) \
             if task["study"]["pruner"]["name"] != "none" else None   # without a pruner, no epoch is reported
         callbacks = [*([pruning] if pruning else []), StopWhenAsked(task["study"]["stop_event"], stop),
                      ShareProgress(run, task["share"]["name"], task["share"]["every"])]
         resume = unpack(run, shared_progress(task["share"]["name"]) or task.get("resume_files") or {})
         continued_from = _epoch_of(run) if resume else None
-        config = {**task["config"], "output": {"dir": str(folder), "name": "run"}}
+        config = {**task["config"], "output": {**task["config"]["output"], "dir": str(folder), "name": "run"}}
         outcome = _train(config, callbacks, stop, resume, pruning)
         outcome["files"] = pack(run) if run.path.is_dir() else {}
     finally:
