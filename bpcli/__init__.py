@@ -10,7 +10,7 @@ Importing bpcli imports nothing else: `train`, `load`, `Run` and `Model` are
 brought in from bpcli.api on first use, so `bpcli --help` starts fast.
 """
 
-__version__ = "0.1.0"
+from bpcli.version import __version__
 
 API = ("train", "load", "Run", "Model")
 __all__ = ["__version__", *API]

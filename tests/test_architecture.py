@@ -17,10 +17,10 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "bpcli"
 
-LEVELS = [("errors",), ("fileio",), ("nn",), ("optim", "data"), ("config",), ("training",),
+LEVELS = [("version",), ("errors",), ("fileio",), ("nn",), ("optim", "data"), ("config",), ("training",),
           ("tools", "plots", "sweep"), ("api",), ("cli",)]
 LEVEL = {group: level for level, groups in enumerate(LEVELS) for group in groups}
-LEVEL["bpcli"] = 0   # the package itself holds only __version__ (and hands out bpcli.api's names lazily)
+LEVEL["bpcli"] = LEVEL["errors"]   # the package itself hands on version.py's __version__ (and hands out bpcli.api's names lazily)
 ENTRY_POINTS = {"bpcli.__main__"}   # `python -m bpcli` runs the CLI: the one module above cli/
 # `bpcli.train` is bpcli.api.train, imported by the package's __getattr__ on first use (never while
 # bpcli itself is imported), so this one edge is neither an upward import nor part of a cycle.

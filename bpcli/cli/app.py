@@ -48,7 +48,7 @@ def build_app():
         return _built[0]
     import typer
 
-    from bpcli import __version__
+    from bpcli.version import __version__
     from bpcli.cli import (config, data, evaluate, explain, export, gradcheck, inspect_command, plot, sweep,
                            time_command, train)
     from bpcli.cli import compare

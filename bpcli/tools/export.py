@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bpcli import __version__
+from bpcli.version import __version__
 from bpcli.errors import MissingExtraError, UsageError
 from bpcli.fileio import write_file
 from bpcli.nn.layers import LAYERS, ActivationLayer

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bpcli import __version__
+from bpcli.version import __version__
 from bpcli.fileio import write_file
 from bpcli.training.rundir import RunDir
 

@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from bpcli import __version__
+from bpcli.version import __version__
 from bpcli.config.sections import Config, resolved_dict
 from bpcli.data.preprocessing import Prepared
 from bpcli.errors import DivergedError, Interrupted
