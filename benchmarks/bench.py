@@ -217,7 +217,7 @@ def _torch_data(dataset: str):
     from bpcli.data.preprocessing import prepare
 
     prepared = prepare(load_dataset(dataset), "multiclass", val_fraction=0.1, seed=0)  # the same arrays as bpcli
-    as_t = torch.from_numpy
+    as_t = lambda a: torch.from_numpy(np.asarray(a))  # noqa: E731 (images come as ScaledRows: scaled here)
     return as_t(prepared.x_train), as_t(prepared.y_train), as_t(prepared.x_val), as_t(prepared.y_val)
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bpcli.data.batches import ScaledRows
 from bpcli.data.columns import ColumnEncoder
 from bpcli.data.dataset import Dataset
 from bpcli.errors import DataError
@@ -64,6 +65,9 @@ class Preprocessor:
         return self
 
     def transform(self, x: np.ndarray, dtype="float32") -> np.ndarray:
+        """x' as float rows; uint8 images stay bytes, scaled as batches are read (batches.ScaledRows)."""
+        if x.dtype == np.uint8:
+            return ScaledRows(x.reshape(len(x), -1), self.offset.astype(dtype), self.scale.astype(dtype))
         flat = x.reshape(len(x), -1).astype(dtype)
         flat -= self.offset.astype(dtype)
         flat *= self.scale.astype(dtype)
@@ -293,6 +297,7 @@ class Prepared:
     info: dict = field(default_factory=dict)
     encoder: ColumnEncoder | None = None
     y_test_units: np.ndarray | None = None   # standardized regression: the test targets in their own units
+    image_shape: tuple[int, int] | None = None   # (rows, cols) of image data, whose rows are flattened images
 
     @property
     def input_dim(self) -> int:
@@ -330,8 +335,9 @@ def prepare(dataset: Dataset, task: str, *, val_fraction: float = 0.1, seed: int
     if encoder:
         info["columns"] = encoder.state_dict()
     units = s.y_test if pre.target_offset is not None and s.y_test is not None and len(s.y_test) else None
+    image = tuple(dataset.x_train.shape[1:]) if dataset.x_train.ndim == 3 else None
     return Prepared(x_of(s.x_train), y_of(s.y_train), x_of(s.x_val), y_of(s.y_val), x_of(s.x_test), y_of(s.y_test),
-                    task, pre, s.class_names, s.val_hash, info, encoder, units)
+                    task, pre, s.class_names, s.val_hash, info, encoder, units, image)
 
 
 def loss_targets(y: np.ndarray, task: str, dtype: str = "float32") -> np.ndarray:
