@@ -85,7 +85,7 @@ DEFAULT_SECTIONS = {
     "optimizer": {"name": "sgd", "lr": 0.01, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0},
     "schedule": {"name": "constant", "warmup_epochs": 0.0},
     "data": {"dataset": "mnist-mini", "options": {}, "test": None, "test_fraction": 0.0, "val_fraction": 0.1,
-             "preprocess": "scale", "target_preprocess": "auto", "batch_size": 64,
+             "preprocess": "scale", "target_preprocess": "auto", "augment": None, "batch_size": 64,
              "eval_batch_size": 4096, "data_dir": None, "mirrors": None},
     "training": {"epochs": 10, "seed": 0, "monitor": "val_loss", "mode": "auto", "early_stopping": None,
                  "clip_grad_norm": None, "clip_grad_value": None},

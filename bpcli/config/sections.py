@@ -116,6 +116,18 @@ class ModelSection(Strict):
                 yield i, layer, width
 
 
+class AugmentSection(Strict):
+    """Random distortions of each training batch of images (never of validation or test data)."""
+
+    shift: int = Field(0, ge=0, le=8, description="Largest shift in pixels, up/down and left/right (whole pixels).")
+    rotate: float = Field(0.0, ge=0, le=180, description="Largest rotation in degrees, either way.")
+    scale: float = Field(0.0, ge=0, lt=1, description="Largest change of size: 0.1 draws a zoom in [0.9, 1.1].")
+    shear: float = Field(0.0, ge=0, lt=60, description="Largest horizontal shear in degrees, either way.")
+    elastic_alpha: float = Field(0.0, ge=0, description=(
+        "Strength of the elastic distortion in pixels (Simard et al. 2003 used 34 on MNIST); 0: off."))
+    elastic_sigma: float = Field(4.0, gt=0, le=20, description="Smoothness of the elastic distortion field, in pixels.")
+
+
 class DataSection(Strict):
     """The data."""
 
@@ -134,6 +146,8 @@ class DataSection(Strict):
     target_preprocess: Literal[TARGET_METHODS] = Field("auto", description=(
         "Regression targets: standardize (fitted on the training split; predictions and test metrics are in "
         "the target's units), none, or auto: standardize for a regression loss."))
+    augment: Optional[AugmentSection] = Field(None, description=(
+        "null: off; or distortions of the training images, drawn per batch from (seed, epoch, batch) (see below)."))
     batch_size: int = Field(64, ge=1, description=(
         "Examples per step; >= the training set size is full-batch gradient descent, 1 is online SGD."))
     eval_batch_size: int = Field(4096, ge=1, description="Examples per batch when evaluating validation and test sets.")

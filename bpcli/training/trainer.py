@@ -25,6 +25,7 @@ import numpy as np
 
 from bpcli.version import __version__
 from bpcli.config.sections import Config, resolved_dict
+from bpcli.data.augment import augmenter_for
 from bpcli.data.preprocessing import Prepared
 from bpcli.errors import DivergedError, Interrupted
 from bpcli.nn.metrics import evaluate, metrics_for
@@ -65,6 +66,7 @@ class Trainer:
         self.batches_per_epoch = config.data.steps_per_epoch(n_train)
         self.eval_batch_size = config.data.eval_batch_size
         self.clip = Clipping.of(config)
+        self.augment = augmenter_for(config.data.augment, data, training.seed)   # None: batches as they are
         early = training.early_stopping
         self.monitor = Monitor(training.monitor, training.monitor_mode, early.min_delta if early else 0.0)
         self.restore_best = early.restore_best if early else True
@@ -114,7 +116,8 @@ class Trainer:
             started = time.perf_counter()
             idx = order[self.batch * self.batch_size:(self.batch + 1) * self.batch_size]
             self._notify("on_batch_begin")
-            self.run_batch(x_train[idx], y_train[idx])
+            x = x_train[idx] if self.augment is None else self.augment(x_train[idx], self.epoch, self.batch)
+            self.run_batch(x, y_train[idx])
             self.partial["seconds"] += time.perf_counter() - started
             self._notify("on_batch_end")
             if self.stop.signum is not None:
