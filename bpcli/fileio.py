@@ -137,14 +137,18 @@ def append_text(path: str | Path, text: str, what: str = "log", durable: bool = 
     An unsynced row is with the operating system once this returns, so it
     survives the process being killed, though not a power cut; a caller that
     passes durable=False makes the file durable (sync_file) when it matters,
-    e.g. before a checkpoint that vouches for the row.
+    e.g. before a checkpoint that vouches for the row. One os.write of the
+    UTF-8 bytes: a text-mode open() cost 3x as much (~55 against ~17 us), and a
+    run of many tiny epochs appends four rows an epoch.
     """
     try:
-        with open(path, "a") as f:
-            f.write(text)
-            f.flush()
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            _write_all(fd, text.encode("utf-8"))
             if durable:
-                os.fsync(f.fileno())
+                os.fsync(fd)
+        finally:
+            os.close(fd)
     except OSError as error:
         raise write_error(path, error, what) from None
 

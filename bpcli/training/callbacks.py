@@ -142,7 +142,8 @@ class CheckpointCallback(Callback):
     def on_epoch_end(self, loop, row):
         if loop.monitor.improved:
             tensors, meta = loop.checkpoint("best", loop.monitor.weights)
-            self.best_taken = tensors, copy.deepcopy(meta)   # the loop goes on changing its state in place
+            # The loop goes on changing its state in place; the resolved config (half the copying) never changes.
+            self.best_taken = tensors, {k: v if k == "config" else copy.deepcopy(v) for k, v in meta.items()}
         if self.every and row["epoch"] % self.every == 0:
             save_checkpoint(self.run.epoch_checkpoint(row["epoch"]), *loop.checkpoint("epoch"))
             for old in self.run.epoch_checkpoints()[:-self.keep]:
