@@ -22,7 +22,8 @@ from bpcli.tools.inspect import input_dim, load_target, summarize
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml")) + sorted((ROOT / "configs" / "optimizers").glob("*.yaml"))
-INPUTS = {"mnist": 784, "fashion-mnist": 784, "mnist-mini": 784, "spirals": 2, "xor": 2, "sine": 1}
+INPUTS = {"mnist": 784, "fashion-mnist": 784, "mnist-mini": 784, "spirals": 2, "xor": 2, "sine": 1,
+          "wine.csv": 13}   # a dataset file by its name (configs store the path absolute)
 STATE_COPIES = {"adagrad": 1, "adam": 2, "adamw": 2, "momentum": 1, "nesterov": 1, "rmsprop": 1, "sgd": 0}
 
 
@@ -74,7 +75,7 @@ def test_every_optimizer_states_its_update_with_conditions_it_has(name):
 def test_parameter_count_and_shapes_match_the_model_training_builds(path):
     s = summarize(load_target(path))
     cfg = resolved_dict(load_target(path).config)
-    dim = INPUTS[cfg["data"]["dataset"]]
+    dim = INPUTS[Path(cfg["data"]["dataset"]).name]
     model = build_model(cfg["model"]["layers"], dim, dtype=cfg["model"]["dtype"])
     assert s["input_dim"] == dim
     assert s["parameters"]["total"] == model.n_params == sum(row["params"] for row in s["layers"])

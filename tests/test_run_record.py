@@ -99,6 +99,8 @@ def test_thread_pools_come_from_threadpoolctl_when_it_is_installed(monkeypatch):
     pool = {"user_api": "blas", "internal_api": "openblas", "version": "0.3.31", "num_threads": 2,
             "architecture": "Haswell", "filepath": "/x/libopenblas.so", "prefix": "libopenblas"}
     monkeypatch.setitem(sys.modules, "threadpoolctl", types.SimpleNamespace(threadpool_info=lambda: [pool]))
+    for name in record.THREAD_VARIABLES:   # a Dask LocalCluster started earlier in this process sets some
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
     threads = record.thread_counts()
     assert threads["pools"] == [{k: pool[k] for k in ("user_api", "internal_api", "version", "num_threads",
