@@ -138,3 +138,25 @@ def test_augmenting_rows_that_are_not_images_is_a_config_error(tmp_path):
                                .replace(" AUGMENT", ", augment: {shift: 1}"))
     with pytest.raises(ConfigError, match="data.augment distorts images, but this dataset's rows are not images"):
         train_run(config, "s.yaml")
+
+
+def test_bpcli_time_shows_what_augmentation_costs_as_a_row_of_its_own(tmp_path):
+    from typer.testing import CliRunner
+
+    from bpcli.cli.app import app
+
+    config = tmp_path / "a.yaml"
+    config.write_text(TINY.replace(" AUGMENT", ", augment: {shift: 2, elastic_alpha: 8}").replace("EPOCHS", "1")
+                      .replace("RUNS", str(tmp_path)).replace("NAME", "t"))
+    result = CliRunner().invoke(app, ["time", str(config), "--repeats", "3", "--synthetic", "--json"])
+    assert result.exit_code == 0, result.output
+    import json
+
+    report = json.loads(result.stdout)
+    assert report["augment_ms"] > 0 and report["augment_epoch_s"] == pytest.approx(
+        report["augment_ms"] * report["batches_per_epoch"] / 1e3)
+    text = CliRunner().invoke(app, ["time", str(config), "--repeats", "3", "--synthetic"]).output
+    assert "data.augment, per batch: " in text
+    plain = CliRunner().invoke(app, ["time", str(config), "--repeats", "3",
+                                     "--synthetic", "--json", "--set", "data.augment=null"])
+    assert "augment_ms" not in json.loads(plain.stdout)

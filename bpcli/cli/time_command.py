@@ -28,17 +28,19 @@ def time_(
     from bpcli.tools.timing import time_config
 
     typed = load_config(config, overrides or [])
-    x, y, n = timing_data(typed, synthetic)
-    report = time_config(typed, x, y, n, repeats)
+    x, y, n, augment = timing_data(typed, synthetic)
+    report = time_config(typed, x, y, n, repeats, augment)
     if as_json:
         return print_json(report)
     print_report(report, config)
 
 
 def timing_data(config, synthetic: bool):
-    """(x, y, training-set size): a few real batches, or one random batch of the dataset's shape."""
+    """(x, y, training-set size, data.augment's Augmenter or None): a few real batches, or one random batch of
+    the dataset's shape."""
     import numpy as np
 
+    from bpcli.data.augment import Augmenter, augmenter_for
     from bpcli.data.catalog import DATASETS, IdxSource
     from bpcli.nn.losses import LOSSES
     from bpcli.training.run import prepare_data
@@ -46,7 +48,8 @@ def timing_data(config, synthetic: bool):
     entry = DATASETS.get(config.data.dataset)
     if not (synthetic and isinstance(entry, IdxSource)):
         data = prepare_data(config)
-        return data.x_train, data.y_train, len(data.x_train)
+        return data.x_train, data.y_train, len(data.x_train), augmenter_for(config.data.augment, data,
+                                                                            config.training.seed)
     n = round(60000 * (1 - config.data.val_fraction)) if not entry.shipped else 4500
     rng = np.random.default_rng(0)
     x = rng.random((config.data.batch_size_for(n), int(np.prod(entry.image_shape))), dtype=config.model.dtype)
@@ -55,7 +58,10 @@ def timing_data(config, synthetic: bool):
     y = (rng.integers(0, units, len(x)) if kind == "multiclass" else
          rng.integers(0, 2, (len(x), units)).astype(x.dtype) if kind == "binary" else
          rng.standard_normal((len(x), units)).astype(x.dtype))
-    return x, y, n
+    size = x.shape[1]
+    augment = Augmenter(config.data.augment, entry.image_shape, np.zeros(size), np.ones(size), config.training.seed) \
+        if config.data.augment else None
+    return x, y, n, augment
 
 
 def print_report(r: dict, config: str) -> None:
@@ -73,6 +79,9 @@ def print_report(r: dict, config: str) -> None:
               f"{r['samples_per_second']:,.0f} samples/s; a max far above the min means a busy machine")
     out.print(f"epoch of {r['batches_per_epoch']} batches: {r['epoch_s']:.2f} s; its bare GEMMs: "
               f"{r['bare_gemm_epoch_s']:.2f} s; ratio {r['ratio']:.2f}x")
+    if "augment_ms" in r:
+        out.print(f"data.augment, per batch: {spread(r['augment_spread_ms'])} ms; per epoch: {r['augment_epoch_s']:.2f} s "
+                  "more")
 
 
 def spread(ms: dict) -> str:

@@ -87,11 +87,14 @@ def time_layers(model: Model, x: np.ndarray, repeats: int) -> list[dict]:
     return rows
 
 
-def time_config(config: Config, x_train: np.ndarray, y_train: np.ndarray, n_train: int, repeats: int = 20) -> dict:
+def time_config(config: Config, x_train: np.ndarray, y_train: np.ndarray, n_train: int, repeats: int = 20,
+                augment=None) -> dict:
     """Per-layer times, and a whole batch (forward, loss, backward, update) against its bare GEMMs.
 
     The parts are built as a run of the config builds them. x_train needs only
     one batch of rows; n_train is the size of the training set an epoch covers.
+    `augment` (data.augment's Augmenter, or None) is timed on the same batch: a
+    cost of its own, on top of the batch's.
     """
     from bpcli.training.step import build_parts, train_step
 
@@ -102,7 +105,11 @@ def time_config(config: Config, x_train: np.ndarray, y_train: np.ndarray, n_trai
     spread = _spread_ms(lambda: train_step(parts, x, y, 1e-9), repeats)
     gemm_batch = _spread_ms(BareGemms(gemm_sizes(parts.model), batch, batch).epoch, repeats)["median"]  # its GEMMs
     step = spread["median"]
-    return {"batch_size": batch, "layers": layers, "batch_ms": step, "batch_spread_ms": spread, "repeats": repeats,
-            "samples_per_second": batch / step * 1e3,
-            "epoch_s": step * batches / 1e3, "bare_gemm_epoch_s": gemm_batch * batches / 1e3,
-            "ratio": step / gemm_batch, "batches_per_epoch": batches, "n_train": n_train}
+    report = {"batch_size": batch, "layers": layers, "batch_ms": step, "batch_spread_ms": spread, "repeats": repeats,
+              "samples_per_second": batch / step * 1e3,
+              "epoch_s": step * batches / 1e3, "bare_gemm_epoch_s": gemm_batch * batches / 1e3,
+              "ratio": step / gemm_batch, "batches_per_epoch": batches, "n_train": n_train}
+    if augment is not None:
+        cost = _spread_ms(lambda: augment(x, 0, 0), repeats)
+        report.update(augment_ms=cost["median"], augment_spread_ms=cost, augment_epoch_s=cost["median"] * batches / 1e3)
+    return report
