@@ -160,3 +160,24 @@ def test_bpcli_time_shows_what_augmentation_costs_as_a_row_of_its_own(tmp_path):
     plain = CliRunner().invoke(app, ["time", str(config), "--repeats", "3",
                                      "--synthetic", "--json", "--set", "data.augment=null"])
     assert "augment_ms" not in json.loads(plain.stdout)
+
+
+def test_data_show_draws_originals_and_their_distortions(tmp_path):
+    from typer.testing import CliRunner
+
+    from bpcli.cli.app import app
+    from bpcli.data.augment import sample_images, show_augmented
+
+    config = tmp_path / "a.yaml"
+    config.write_text(TINY.replace(" AUGMENT", ", augment: {shift: 2, rotate: 10}").replace("EPOCHS", "1")
+                      .replace("RUNS", str(tmp_path)).replace("NAME", "t"))
+    result = CliRunner().invoke(app, ["data", "show", "mnist-mini", "--augment", str(config), "--images", "6",
+                                      "--draws", "2", "-o", str(tmp_path / "show.png")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "show.png").read_bytes().startswith(b"\x89PNG")
+    originals = sample_images(load_dataset("mnist-mini"), 6)
+    assert originals.shape == (6, 28, 28) and 0 <= originals.min() and originals.max() <= 1
+    versions = show_augmented(originals, parse_config_text(config.read_text()).data.augment, 2)
+    assert len(versions) == 2 and not np.array_equal(versions[0], versions[1])
+    refused = CliRunner().invoke(app, ["data", "show", "spirals", "-o", str(tmp_path / "no.png")])
+    assert refused.exit_code == 2 and "spirals has rows of features, not images" in refused.output

@@ -1,4 +1,4 @@
-"""`bpcli data list|info|download|import`: the datasets bpcli knows and the cache that holds them."""
+"""`bpcli data list|info|show|download|import`: the datasets bpcli knows and the cache that holds them."""
 
 from __future__ import annotations
 
@@ -100,6 +100,37 @@ def info(name: str = typer.Argument(..., help="A dataset name or a path to a .cs
                       f"y {tuple(s['y_shape'])}")
             if "class_counts" in s:
                 out.print("    classes: " + ", ".join(f"{k}: {v}" for k, v in s["class_counts"].items()))
+
+
+@app.command(cls=PlainHelp)
+@user_errors
+def show(name: str = typer.Argument(..., help="An image dataset's name (mnist-mini, mnist, fashion-mnist)."),
+         augment: Optional[str] = typer.Option(None, "--augment", metavar="CONFIG",
+                                               help="A config whose data.augment distorts the images."),
+         images: int = typer.Option(10, "--images", min=1, max=40, help="How many images (one per class first)."),
+         draws: int = typer.Option(4, "--draws", min=1, max=12, help="Distorted versions of each image."),
+         output: str = typer.Option("data-show.png", "--output", "-o", metavar="FILE.png",
+                                    help="Picture file (.png, .svg or .pdf)."),
+         data_dir: Optional[str] = DATA_DIR) -> None:
+    """A grid of a dataset's images and, with --augment, the same images distorted as training would see
+    them, so the settings can be judged by eye. Needs matplotlib.
+
+    Example: bpcli data show mnist-mini --augment configs/quickstart-augment.yaml
+    """
+    from bpcli.config.loading import load_config
+    from bpcli.data.augment import sample_images, show_augmented
+    from bpcli.data.catalog import load_dataset
+    from bpcli.plots.data import augment_figure
+    from bpcli.plots.figures import require_matplotlib, save_figure
+
+    require_matplotlib()
+    options = load_config(augment).data.augment if augment else None
+    with DownloadProgress() as progress:
+        dataset = load_dataset(name, data_dir=data_dir, on_progress=progress)
+    originals = sample_images(dataset, images)
+    versions = show_augmented(originals, options, draws) if options else []
+    what = f"{name}: {images} images" + (f", {draws} draws of data.augment from {augment}" if options else "")
+    typer.echo(f"wrote {save_figure(augment_figure(originals, versions, what), output)}", err=True)
 
 
 @app.command(cls=PlainHelp)

@@ -23,6 +23,7 @@ pixel values (x / scale + offset), distorted, and preprocessed again.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -133,3 +134,23 @@ def augmenter_for(options, data, seed: int) -> Augmenter | None:
                           f"{data.input_dim} features): remove data.augment, or train on an image dataset")
     pre = data.preprocessor
     return Augmenter(options, data.image_shape, pre.offset, pre.scale, seed)
+
+
+def sample_images(dataset, count: int) -> np.ndarray:
+    """`count` training images in [0, 1], one of each class in turn (datasets may be sorted by label)."""
+    if dataset.x_train.ndim != 3:
+        raise ConfigError(f"{dataset.name} has rows of features, not images: there is nothing to show")
+    labels = np.asarray(dataset.y_train)
+    by_class = [np.flatnonzero(labels == label) for label in np.unique(labels)]
+    picks = [members[i // len(by_class)] for i, members in zip(range(count), itertools.cycle(by_class))
+             if i // len(by_class) < len(members)]
+    images = dataset.x_train[picks].astype(np.float64)
+    return images / 255 if dataset.x_train.dtype == np.uint8 else images
+
+
+def show_augmented(originals: np.ndarray, options, draws: int) -> list[np.ndarray]:
+    """`draws` distorted versions of (k, rows, cols) images in [0, 1], as batches 0, 1, ... of epoch 0 would be."""
+    k, rows, cols = originals.shape
+    augmenter = Augmenter(options, (rows, cols), np.zeros(rows * cols), np.ones(rows * cols), seed=0)
+    flat = originals.reshape(k, -1)
+    return [augmenter(flat, 0, batch).reshape(k, rows, cols) for batch in range(draws)]
