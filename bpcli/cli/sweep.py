@@ -42,7 +42,7 @@ def sweep(
     running trials save a checkpoint, and --resume SWEEP_DIR continues it. Needs the sweep extra:
     pip install "bpcli[sweep]".
 
-    Example: bpcli sweep quickstart-lr --workers 2 (a shipped sweep); bpcli sweep show sweeps/quickstart-lr-*
+    Example: bpcli sweep quickstart-lr --workers 2 (a shipped sweep); bpcli sweep show sweeps/quickstart-lr-20261202-120000
     """
     target = target or []
     if target[:1] == ["show"]:
