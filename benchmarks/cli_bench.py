@@ -42,16 +42,16 @@ WORKLOADS = {
     "W2": {"hidden": [256, 128], "batch": 128, "optimizer": "{name: adam, lr: 0.001}"},
     "W3": {"hidden": [1024, 1024], "batch": 256, "optimizer": "{name: sgd, lr: 0.01, momentum: 0.9}"},
 }
-DATASET = "fashion-mnist"
+DATASET = "fashion-mnist"   # --dataset: another named image set (the tests use mnist-mini)
 PEERS = ("gemm", "numpy", "torch")
 
 
-def config_text(name: str, epochs: int, out: Path, run_name: str) -> str:
+def config_text(name: str, epochs: int, out: Path, run_name: str, dataset: str) -> str:
     spec = WORKLOADS[name]
     layers = "".join(f"    - {{type: dense, units: {u}, activation: relu}}\n" for u in spec["hidden"])
     return (f"model:\n  layers:\n{layers}    - {{type: dense, units: 10}}\n"
             f"optimizer: {spec['optimizer']}\n"
-            f"data: {{dataset: {DATASET}, batch_size: {spec['batch']}, val_fraction: 0.0}}\n"
+            f"data: {{dataset: {dataset}, batch_size: {spec['batch']}, val_fraction: 0.0}}\n"
             f"training: {{epochs: {epochs}, seed: 0, monitor: train_loss}}\n"
             f"output: {{dir: {out}, name: {run_name}}}\n")
 
@@ -63,10 +63,10 @@ def wait_rusage(proc: subprocess.Popen) -> tuple[int, float]:
     return proc.returncode, usage.ru_maxrss / 1024
 
 
-def run_cli(name: str, epochs: int, out: Path, env: dict, run_name: str) -> dict:
+def run_cli(name: str, epochs: int, out: Path, env: dict, run_name: str, dataset: str = DATASET) -> dict:
     """`bpcli train` as a user runs it; epoch times are the gaps between metrics.jsonl rows appearing."""
     config = out / f"{run_name}.yaml"
-    config.write_text(config_text(name, epochs, out, run_name))
+    config.write_text(config_text(name, epochs, out, run_name, dataset))
     log = out / run_name / "metrics.jsonl"
     started = time.perf_counter()
     proc = subprocess.Popen(["bpcli", "train", str(config), "--quiet"], env=env,
@@ -104,8 +104,9 @@ def _exited(proc: subprocess.Popen) -> bool:
         return True
 
 
-def run_peer(kind: str, name: str, epochs: int, env: dict) -> dict:
-    proc = subprocess.Popen([sys.executable, __file__, "--peer", kind, "--workloads", name, "--epochs", str(epochs)],
+def run_peer(kind: str, name: str, epochs: int, env: dict, dataset: str = DATASET) -> dict:
+    proc = subprocess.Popen([sys.executable, __file__, "--peer", kind, "--workloads", name, "--epochs", str(epochs),
+                             "--dataset", dataset],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     stdout = proc.stdout.read()
     code, rss = wait_rusage(proc)
@@ -116,25 +117,26 @@ def run_peer(kind: str, name: str, epochs: int, env: dict) -> dict:
 
 # -- the peers, each run in a process of its own (--peer) --------------------------------
 
-def fashion_float32() -> tuple[np.ndarray, np.ndarray]:
-    """Fashion-MNIST's training set as a plain script would hold it: float32 in [0, 1], int64 labels."""
+def images_float32(dataset: str) -> tuple[np.ndarray, np.ndarray]:
+    """The training set as a plain script would hold it: float32 in [0, 1], int64 labels."""
     from bpcli.data.catalog import load_dataset
 
-    d = load_dataset(DATASET)
+    d = load_dataset(dataset)
     return d.x_train.reshape(len(d.x_train), -1).astype(np.float32) / np.float32(255), d.y_train.astype(np.int64)
 
 
-def peer_gemm(name: str, epochs: int) -> list[float]:
+def peer_gemm(name: str, epochs: int, dataset: str) -> list[float]:
+    from bpcli.data.catalog import load_dataset
     from bpcli.tools.timing import BareGemms
 
     spec = WORKLOADS[name]
-    bare = BareGemms([784, *spec["hidden"], 10], spec["batch"], 60000)
+    bare = BareGemms([784, *spec["hidden"], 10], spec["batch"], len(load_dataset(dataset).y_train))
     return [bare.epoch() for _ in range(epochs)]
 
 
-def peer_numpy(name: str, epochs: int) -> list[float]:
+def peer_numpy(name: str, epochs: int, dataset: str) -> list[float]:
     """A plain NumPy MLP loop: He init, ReLU, softmax cross-entropy, whole-array SGD-momentum or Adam."""
-    x, y = fashion_float32()
+    x, y = images_float32(dataset)
     spec, f = WORKLOADS[name], np.float32
     sizes, batch, rng = [784, *spec["hidden"], 10], spec["batch"], np.random.default_rng(0)
     params = []
@@ -176,16 +178,16 @@ def _numpy_grads(params, x, y):
     return grads
 
 
-def peer_torch(name: str, epochs: int) -> list[float]:
+def peer_torch(name: str, epochs: int, dataset: str) -> list[float]:
     sys.path.insert(0, str(HERE))
     from bench import TorchLoop
 
     loop = TorchLoop.__new__(TorchLoop)
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 2)))
     torch.manual_seed(0)
-    x, y = fashion_float32()
+    x, y = images_float32(dataset)
     loop.torch, loop.batch = torch, WORKLOADS[name]["batch"]
     loop.x, loop.y = torch.from_numpy(x), torch.from_numpy(y)
     loop.x_val, loop.y_val = loop.x[:0], loop.y[:0]
@@ -244,16 +246,21 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=4, help="epochs per run; the first is not counted")
     parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--dataset", default=DATASET, help="a named image dataset of 28x28 images, 10 classes")
+    parser.add_argument("--threads", type=int, help="BLAS (and PyTorch) threads of every process; default: "
+                        "theirs (2 here). On a shared machine 2 spinning BLAS threads can run 20x slower")
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                         help="set in the environment of bpcli's runs (e.g. BPCLI_FUSED=0)")
     parser.add_argument("--json", help="also write every epoch and the summaries to this JSON file")
     parser.add_argument("--peer", choices=PEERS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.peer:
-        print(json.dumps({"epochs_s": PEER_RUNS[args.peer](args.workloads[0], args.epochs)}))
+        print(json.dumps({"epochs_s": PEER_RUNS[args.peer](args.workloads[0], args.epochs, args.dataset)}))
         return 0
     peers = [p for p in PEERS if p != "torch" or (not args.no_torch and _has_torch())]
     env = os.environ.copy()
+    if args.threads:
+        env.update({k: str(args.threads) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")})
     bpcli_env = {**env, **dict(kv.split("=", 1) for kv in args.env)}
     out = Path(tempfile.mkdtemp(prefix="bpcli-cli-bench-"))
     results = {name: [] for name in args.workloads}
@@ -261,8 +268,8 @@ def main(argv=None) -> int:
         for name in args.workloads:
             kinds = ["bpcli", *peers]
             kinds = kinds[r % len(kinds):] + kinds[:r % len(kinds)]   # the order rotates round by round
-            runs = {k: run_cli(name, args.epochs, out, bpcli_env, f"{name}-{r + 1}") if k == "bpcli" else run_peer(k, name, args.epochs, env)
-                    for k in kinds}
+            runs = {k: run_cli(name, args.epochs, out, bpcli_env, f"{name}-{r + 1}", args.dataset) if k == "bpcli"
+                    else run_peer(k, name, args.epochs, env, args.dataset) for k in kinds}
             results[name].append(runs)
             print(f"round {r + 1} {name}: " + ", ".join(
                 f"{k} {min(v['epochs_s'][1:] if k != 'bpcli' else v['epochs_s']):.3f} s" for k, v in runs.items()),
@@ -270,7 +277,9 @@ def main(argv=None) -> int:
     summaries = [summarize(name, rounds) for name, rounds in results.items()]
     print(table(summaries))
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine(), "env": args.env, "summaries": summaries,
+        Path(args.json).write_text(json.dumps({"machine": machine(), "dataset": args.dataset, "env": args.env,
+                                               "threads": args.threads,
+                                               "load_average": os.getloadavg(), "summaries": summaries,
                                                "runs": results}, indent=1) + "\n")
     return 0
 
