@@ -276,12 +276,14 @@ class SweepLoop:
         return bool(self.pending) or self.asked < self.sweep.trials
 
     def wait_for_workers(self, timeout: float = 60.0) -> None:
-        try:
-            self.cluster.client.wait_for_workers(1, timeout=timeout)
-        except TimeoutError:
+        """Until the cluster has a worker thread to give a trial (polled: never a busy loop), or say so."""
+        deadline = time.monotonic() + timeout
+        while self.cluster.slots() == 0 and time.monotonic() < deadline:
+            time.sleep(POLL)
+        if self.cluster.slots() == 0:
             raise ConfigError(f"the Dask cluster at {self.cluster.address} has had no workers for {timeout:g} s; "
                               f"start some (dask worker {self.cluster.address}), then continue with bpcli sweep "
-                              f"--resume {self.sweep_dir}") from None
+                              f"--resume {self.sweep_dir}")
 
     def fill(self, running: dict) -> None:
         """Queue trials while a worker is free: the interrupted ones first, then new ones."""
