@@ -346,10 +346,12 @@ def test_twenty_random_sigkills_then_resume_leave_the_run_directory_of_an_undist
         path.write_text(RANDOM_KILLS.replace("RUNS", str(folder / "runs")).replace("NAME", name))
         return path
 
+    from concurrent.futures import ThreadPoolExecutor
+
     assert bpcli("train", str(config(tmp_path / "reference", "k")), "-q").returncode == 0
     expected = comparable(tmp_path / "reference" / "runs" / "k")
-    moments = random.Random(12).sample(range(5, 450), 20)
-    for i, milliseconds in enumerate(moments):
+
+    def kill_then_resume(i: int, milliseconds: int) -> Path:
         path = config(tmp_path / f"kill-{i}", "k")
         run = path.parent / "runs" / "k"
         process = subprocess.Popen([sys.executable, "-m", "bpcli", "train", str(path), "-q"],
@@ -363,6 +365,12 @@ def test_twenty_random_sigkills_then_resume_leave_the_run_directory_of_an_undist
         resumed = bpcli("train", str(path), "--resume", str(run), "-q") if (run / "config.yaml").exists() \
             else bpcli("train", str(path), "-q")
         assert resumed.returncode == 0, (milliseconds, resumed.stderr)
+        return run
+
+    moments = random.Random(12).sample(range(5, 450), 20)
+    with ThreadPoolExecutor(2) as lanes:   # two kills at a time, one per core: each run is its own folder
+        runs = list(lanes.map(kill_then_resume, range(len(moments)), moments))
+    for run in runs:
         assert_same(comparable(run), expected)
 
 
