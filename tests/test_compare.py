@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tests.tiny_configs import tiny_spirals
 from bpcli.cli.app import app
 from bpcli.config.loading import parse_config_text
 from bpcli.config.sections import resolved_dict
@@ -16,12 +17,7 @@ from bpcli.training.run import train_run
 
 runner = CliRunner()
 
-TINY = """\
-model: {layers: [{type: dense, units: 8, activation: relu}, {type: dense, units: 3}]}
-optimizer: {name: adam, lr: 0.01}
-data: {dataset: spirals, batch_size: 128, options: {n: 300}}
-training: {epochs: 2, seed: 0}
-"""
+TINY = tiny_spirals()
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from tests.tiny_configs import tiny_spirals
 from bpcli.cli.app import app
 from bpcli.config.loading import parse_config_text
 from bpcli.config.sections import resolved_dict
@@ -27,13 +28,7 @@ event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.ev
 
 runner = CliRunner()
 
-TINY = """\
-model: {layers: [{type: dense, units: 8, activation: relu}, {type: dense, units: 3}]}
-optimizer: {name: adam, lr: 0.01}
-data: {dataset: spirals, batch_size: 128, options: {n: 300}}
-training: {epochs: 3, seed: 0}
-output: {tensorboard: true}
-"""
+TINY = tiny_spirals(epochs=3, extra="output: {tensorboard: true}\n")
 
 
 def config(runs: Path, *sets):
