@@ -236,6 +236,21 @@ def _rename_into_place(staging: Path, parent: Path, base: str, what: str, number
     raise CheckpointError(f"cannot find a free {what} name for {base} in {parent}")
 
 
+def lock_folder(folder: str | Path) -> int | None:
+    """Take `folder`/.lock's OS lock (flock) and return its descriptor (os.close releases it), or None if
+    another process holds it. The lock dies with its process however it ends (SIGKILL too), so a stale
+    lock never blocks a resume."""
+    import fcntl
+
+    fd = os.open(Path(folder) / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
 def remove_orphans(folder: str | Path, suffix: str = TMP_SUFFIX) -> list[Path]:
     """Delete temporary files a killed process left behind; returns what was removed."""
     removed = []

@@ -19,7 +19,6 @@ changes, so a sweep killed at any moment leaves files that read.
 from __future__ import annotations
 
 import csv
-import fcntl
 import io
 import json
 import os
@@ -29,7 +28,7 @@ from pathlib import Path
 
 from bpcli.config.yamlio import dump_yaml
 from bpcli.errors import CheckpointError
-from bpcli.fileio import create_folder, read_log_rows, write_file
+from bpcli.fileio import create_folder, lock_folder, read_log_rows, write_file
 
 def ranked(rows: list[dict], direction: str) -> list[dict]:
     """The trials with a value, best first: complete ones, then pruned ones (their value is an early epoch's)."""
@@ -83,13 +82,10 @@ class SweepDir:
 
     def lock(self) -> int:
         """Take the sweep's OS lock (it dies with the process); refuse if another process drives the sweep."""
-        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+        fd = lock_folder(self.path)
+        if fd is None:
             raise CheckpointError(f"sweep directory {self} is in use by another bpcli process; wait for it to "
-                                  "finish (or stop it), then resume") from None
+                                  "finish (or stop it), then resume")
         return fd
 
     @staticmethod

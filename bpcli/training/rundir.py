@@ -24,13 +24,12 @@ writes it: `lock()` takes an OS lock that dies with the process.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import time
 from pathlib import Path
 
 from bpcli.errors import CheckpointError
-from bpcli.fileio import create_folder, remove_orphans, sync_file, write_file
+from bpcli.fileio import create_folder, lock_folder, remove_orphans, sync_file, write_file
 from bpcli.training.checkpoint import SUFFIX
 
 
@@ -151,14 +150,11 @@ class RunDir:
 
         flock dies with its process however it ends (SIGKILL too), so a stale lock never blocks a resume.
         """
-        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+        fd = lock_folder(self.path)
+        if fd is None:
             raise CheckpointError(f"run directory {self} is in use by another bpcli process: two processes "
                                   "writing one run would corrupt it; wait for the other to finish (or stop it), "
-                                  "then resume") from None
+                                  "then resume")
         return fd
 
     @staticmethod
