@@ -289,8 +289,10 @@ def test_without_the_extra_the_command_says_what_to_install(folder):
     hide = "import sys; sys.modules['optuna'] = None; from bpcli.cli.app import main; main()"
     result = subprocess.run([sys.executable, "-c", hide, "sweep", "sweep.yaml"], capture_output=True, text=True)
     assert result.returncode == 2
-    assert result.stderr == ('error: bpcli sweep needs optuna, not installed: pip install "bpcli[sweep]" (from a '
-                             'checkout: pip install -e ".[sweep]"), then run the command again\n')
+    assert result.stderr == ('error: bpcli sweep needs optuna, not installed: pip install -e ".[sweep]" in a checkout '
+                             'of bpcli (or: pip install optuna distributed "optuna-integration[dask]"), then run the '
+                             'command again\n')
+    assert "bpcli[" not in result.stderr   # never the package index's bpcli: another project
 
 
 def test_training_and_the_other_commands_never_import_the_engines():

@@ -40,7 +40,7 @@ def sweep(
     Creates sweeps/<name>-<stamp>/ with each trial's run directory (trials/<n>/), trials.csv, best.yaml (the
     winning config, trainable with bpcli train) and summary.json. Ctrl-C (or SIGTERM) stops the sweep: the
     running trials save a checkpoint, and --resume SWEEP_DIR continues it. Needs the sweep extra:
-    pip install "bpcli[sweep]".
+    pip install -e ".[sweep]" in a checkout.
 
     Example: bpcli sweep quickstart-lr --workers 2 (a shipped sweep); bpcli sweep show sweeps/quickstart-lr-20261202-120000
     """

@@ -9,7 +9,7 @@
     sweepdir.py  the sweep directory: the one place that names its files
     driver.py    the loop: ask Optuna for a trial, queue it on Dask, record it when it ends
 
-Optuna and Dask are an optional extra (pip install "bpcli[sweep]"): only engine.py,
+Optuna and Dask are an optional extra (pip install -e ".[sweep]" in a checkout): only engine.py,
 cluster.py, worker.py and driver.py import them, inside functions, so the rest of
 bpcli never loads them. Like every group below cli/, nothing here prints: progress
 reaches the command through a callback.

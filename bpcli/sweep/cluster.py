@@ -112,7 +112,8 @@ def _check_workers(client, address: str) -> None:
     missing = sorted(worker for worker, yes in found.items() if yes is not True)
     if missing:
         raise ConfigError(f"bpcli is not installed on the Dask worker{'s' if len(missing) > 1 else ''} "
-                          f"{', '.join(missing)}: install it there (pip install \"bpcli[sweep]\")")
+                          f"{', '.join(missing)}: install it there from the same checkout or wheel (pip install "
+                          "\".[sweep]\" in a checkout; the name bpcli on the package index is another project)")
 
 
 # Sent by value (a lambda), so that a worker without bpcli can run it and say so.

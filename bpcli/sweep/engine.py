@@ -32,7 +32,8 @@ from bpcli.config.schema import Strict
 from bpcli.errors import MissingExtraError
 from bpcli.sweep.space import PARAMS
 
-INSTALL = 'pip install "bpcli[sweep]" (from a checkout: pip install -e ".[sweep]")'
+# Never `pip install bpcli` from the package index: that name belongs to another project.
+INSTALL = 'pip install -e ".[sweep]" in a checkout of bpcli (or: pip install optuna distributed "optuna-integration[dask]")'
 
 
 def require_engines() -> None:
