@@ -271,7 +271,7 @@ def test_a_full_disk_while_a_run_directory_is_made_leaves_nothing(tmp_path):
 # -- 7. one writer -----------------------------------------------------------------------------------------
 
 def test_a_second_process_cannot_write_a_run_that_is_being_trained(tmp_path):
-    config = write_config(tmp_path, "busy", epochs=400)
+    config = write_config(tmp_path, "busy", epochs=100_000)   # still training when the Ctrl-C comes
     run = tmp_path / "runs" / "busy"
     first = subprocess.Popen([sys.executable, "-m", "bpcli", "train", str(config), "-q"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
