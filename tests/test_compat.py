@@ -11,6 +11,14 @@ uninterrupted by that version:
 Resuming them with today's code must end with exactly the weights, optimizer state and
 metric history the old code reached without stopping (format 1 kept that history in the
 checkpoint; today it lives only in the run's metric files).
+
+"Exactly" holds on a machine whose float32 arithmetic is that of the machine that wrote the
+fixtures (OpenBLAS picks its kernels by CPU: on the Intel Xeon of 2026-12-02's third session
+a few sums rounded differently from the AMD EPYC where CI had passed). The test finds out by retraining the first part of each run from scratch:
+where that gives the fixture's weights bit for bit, the resumed run must too; where it does
+not, the resumed run must reach the same model up to float32 rounding (the same accuracy and
+a loss within 1e-4 on the same data, the same metric history to 1e-3: batch norm's running
+mean follows a bias whose gradient is rounding noise, which moves the validation loss most).
 """
 
 import json
@@ -42,17 +50,35 @@ def copied(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("config, run, epochs, expected", RUNS)
 def test_a_format_1_run_resumes_to_the_uninterrupted_result(copied, config, run, epochs, expected):
+    bit_for_bit = this_machine_retrains_the_fixture(copied, config, run)
     summary = train_run(load_config(config, [f"training.epochs={epochs}"]), config, resume=run)
     assert summary["epochs_run"] == epochs
-    resumed, reference = load_file(copied / run / "checkpoints" / "last.safetensors"), load_file(copied / expected)
+    last = copied / run / "checkpoints" / "last.safetensors"
+    resumed, reference = load_file(last), load_file(copied / expected)
     assert sorted(resumed) == sorted(reference)
-    assert all(np.array_equal(resumed[name], reference[name]) for name in reference)
     old = load_checkpoint(copied / expected).meta["state"]["history"]   # format 1 kept it in the checkpoint
     new = [json.loads(line) for line in (copied / run / "metrics.jsonl").read_text().splitlines()]
-    assert without_seconds(new) == without_seconds(old)
+    if bit_for_bit:
+        assert all(np.array_equal(resumed[name], reference[name]) for name in reference)
+        assert without_seconds(new) == without_seconds(old)
+    else:
+        ours, theirs = evaluate_checkpoint(last), evaluate_checkpoint(copied / expected)
+        assert ours["accuracy"] == theirs["accuracy"] and ours["loss"] == pytest.approx(theirs["loss"], rel=1e-4)
+        assert [row.keys() for row in new] == [row.keys() for row in old]
+        assert without_seconds(new) == [pytest.approx(row, rel=1e-3, abs=1e-6) for row in without_seconds(old)]
     state = load_checkpoint(copied / run / "checkpoints" / "last.safetensors").meta["state"]
     assert "history" not in state and state["last_row"] == new[-1]
     assert state["seconds"] == pytest.approx(sum(row["seconds"] for row in new))
+
+
+def this_machine_retrains_the_fixture(copied: Path, config: str, run: str) -> bool:
+    """Whether training `config` from scratch here, as far as `run` got, gives its weights bit for bit."""
+    stopped = load_checkpoint(copied / run / "checkpoints" / "last.safetensors")
+    epochs = stopped.meta["state"]["epoch"]
+    train_run(load_config(config, [f"training.epochs={epochs}", "output.dir=retrained", "output.name=again"]), config)
+    again = load_checkpoint(copied / "retrained" / "again" / "checkpoints" / "last.safetensors")
+    ours, theirs = again.model_tensors, stopped.model_tensors
+    return sorted(ours) == sorted(theirs) and all(np.array_equal(ours[k], theirs[k]) for k in theirs)
 
 
 def without_seconds(history: list[dict]) -> list[dict]:
