@@ -215,21 +215,31 @@ def _gzip(data: bytes) -> bytes:
 
 
 def peak_rss_of(proc: subprocess.Popen, timeout: float = 60) -> tuple[int, str]:
-    """(peak resident memory in bytes, stderr) of a finished child, from wait4: this child's own figure."""
+    """(peak resident memory in bytes, stderr) of a child, its own: the highest VmHWM read while it runs.
+
+    Not wait4's ru_maxrss: that survives exec, so a child forked from a pytest process of 400 MB
+    would report 400 MB whatever it did itself.
+    """
     err = []
     reader = threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True)
     reader.start()
-    deadline = time.monotonic() + timeout
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
+    deadline, peak = time.monotonic() + timeout, 0
+    while proc.poll() is None:
+        peak = max(peak, vm_hwm(proc.pid))
         if time.monotonic() > deadline:
             proc.kill()
-        time.sleep(0.02)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+        time.sleep(0.005)
     reader.join(5)
-    return usage.ru_maxrss * 1024, err[0]
+    return peak, err[0]
+
+
+def vm_hwm(pid: int) -> int:
+    """The process's peak resident set in bytes so far (0 once it has exited)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        return int(status.split("VmHWM:")[1].split()[0]) * 1024
+    except (OSError, IndexError):
+        return 0
 
 
 def test_cli_bomb_exits_4_in_bounded_memory(hostile, bomb, tmp_path):
