@@ -66,6 +66,28 @@ def wait_for(process: subprocess.Popen, text: str, timeout: float = 120) -> list
     raise AssertionError(f"no line with {text!r} in: {lines}")
 
 
+def wait_until_gone(group: int, timeout: float = 60) -> None:
+    """Until no live process is left in the session `group`: the killed driver's local workers notice that
+    it died and stop on their own, but not at once on a busy machine. (From /proc: an exited worker may
+    stay a zombie for a while if nothing reaps it.)"""
+    deadline = time.monotonic() + timeout
+    while live_members(group):
+        assert time.monotonic() < deadline, "the killed driver's workers are still running"
+        time.sleep(0.05)
+
+
+def live_members(group: int) -> list[int]:
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()   # after "pid (comm)": state, ppid, pgrp, ...
+        except OSError:
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
 def rows(sweep_dir: Path) -> dict[int, dict]:
     with open(sweep_dir / "trials.csv") as f:
         return {int(row["number"]): row for row in csv.DictReader(f)}
@@ -90,11 +112,12 @@ def test_sigkill_then_ctrl_c_then_resume_loses_nothing(tmp_path):
         first.wait()
         first.stderr.close()
         first.stdout.close()
+    wait_until_gone(first.pid)
     sweep_dir = tmp_path / started.split()[1].rstrip(":")
     before = {n: row for n, row in rows(sweep_dir).items() if row["state"] == "complete"}
     assert before and len(before) < 4
 
-    shutil.rmtree(tmp_path / "tmp")   # what the killed workers left: not to be taken for the resumed trials
+    shutil.rmtree(tmp_path / "tmp")   # what the dead workers left: not to be taken for the resumed trials
     second = start(tmp_path, "--resume", str(sweep_dir.relative_to(tmp_path)))   # 2. resumed, then Ctrl-C
     wait_for(second, "(resumed: ")
     wait_for_training(tmp_path)
