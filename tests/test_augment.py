@@ -12,7 +12,7 @@ from bpcli.errors import ConfigError
 from bpcli.training.run import train_run
 from bpcli.training.trainer import Trainer
 
-OFF = dict(shift=0, rotate=0.0, scale=0.0, shear=0.0, elastic_alpha=0.0, elastic_sigma=4.0)
+OFF = dict(shift=0, rotate=0.0, scale=0.0, shear=0.0, elastic_alpha=0.0, elastic_sigma=4.0, flip=False)
 
 
 def options(**given):
@@ -55,6 +55,28 @@ def test_a_shift_of_k_pixels_moves_each_image_by_exactly_a_whole_shift(digits):
         assert found, "not an exact shift of at most 3 pixels"
         moves.append(found[0])
     assert len(set(moves)) > 10   # drawn per image, not one shift for the batch
+
+
+def test_a_flip_mirrors_about_half_the_images_exactly_and_leaves_the_others(digits):
+    out = augmenter(options(flip=True))(digits, epoch=0, batch=0).reshape(-1, 28, 28)
+    images = digits.reshape(-1, 28, 28)
+    mirrored = [np.array_equal(moved, original[:, ::-1]) for original, moved in zip(images, out)]
+    kept = [np.array_equal(moved, original) for original, moved in zip(images, out)]
+    assert all(m != k for m, k in zip(mirrored, kept))   # each image exactly one or the other
+    assert 16 < sum(mirrored) < 48
+
+
+def test_a_flip_with_a_shift_moves_the_mirrored_image_by_a_whole_shift(digits):
+    out = augmenter(options(flip=True, shift=2))(digits, epoch=0, batch=1).reshape(-1, 28, 28)
+    images = digits.reshape(-1, 28, 28)
+    mirrored = 0
+    for original, moved in zip(images, out):
+        as_is = any(np.array_equal(moved, shifted(original, dy, dx)) for dy in range(-2, 3) for dx in range(-2, 3))
+        mirror = any(np.array_equal(moved, shifted(original[:, ::-1], dy, dx))
+                     for dy in range(-2, 3) for dx in range(-2, 3))
+        assert as_is or mirror
+        mirrored += mirror and not as_is
+    assert mirrored > 10
 
 
 def test_bilinear_reads_integer_coordinates_exactly_and_background_outside():

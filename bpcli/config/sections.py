@@ -126,6 +126,9 @@ class AugmentSection(Strict):
     elastic_alpha: float = Field(0.0, ge=0, description=(
         "Strength of the elastic distortion in pixels (Simard et al. 2003 used 34 on MNIST); 0: off."))
     elastic_sigma: float = Field(4.0, gt=0, le=20, description="Smoothness of the elastic distortion field, in pixels.")
+    flip: bool = Field(False, description=(
+        "Mirror each image left to right with probability 1/2: for classes that look alike mirrored "
+        "(clothes, objects), not for digits or letters."))
 
 
 class DataSection(Strict):

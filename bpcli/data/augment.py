@@ -3,7 +3,7 @@
     Augmenter(options, image_shape, preprocessor, seed)(x, epoch, batch) -> x'
 
 Each image of a batch is resampled through an affine map of its own about the
-image centre (rotation, scale, shear, then shift), and, if asked, an elastic
+image centre (shift, a left-right mirror if asked, rotation, scale, shear), and, if asked, an elastic
 distortion (Simard, Steinkraus and Platt 2003): a field of uniform noise in
 [-1, 1] for each pixel and axis, smoothed by a Gaussian of `sigma` pixels and
 multiplied by `alpha`, added to where each pixel is read from. Reading is
@@ -53,8 +53,9 @@ class Augmenter:
     def source_coordinates(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Where each output pixel of each image is read from: two (n, rows, cols) float64 arrays.
 
-        The inverse map, output -> input, about the centre c: src = c + M (p - c - shift), with
-        M = shear-and-zoom @ rotation, one 2x2 matrix per image; all pixels of all images in one
+        The inverse map, output -> input, about the centre c: src = c + M F (p - c - shift), with
+        M = shear-and-zoom @ rotation and F a left-right mirror (column -> -column) or not, one 2x2
+        matrix M F per image; all pixels of all images in one
         einsum over the grid in homogeneous form (not BLAS: the same sums, in the same order, on
         every machine). An integer shift alone gives integer coordinates exactly.
         """
@@ -66,6 +67,8 @@ class Augmenter:
         cos, sin = np.cos(angle), np.sin(angle)
         m = np.stack([np.stack([cos, -sin], -1), np.stack([sin - shear * cos, cos + shear * sin], -1)], 1)
         m /= zoom[:, None, None]
+        if o.flip:   # drawn only when asked, so every other setting draws what it did before flips existed
+            m[:, :, 1] *= np.where(rng.random(n) < 0.5, -1.0, 1.0)[:, None]
         centre = np.array([(self.rows - 1) / 2, (self.cols - 1) / 2])
         affine = np.concatenate([m, (centre - np.einsum("nij,nj->ni", m, shift))[:, :, None]], axis=2)
         y, x = np.mgrid[0:self.rows, 0:self.cols].reshape(2, -1) - centre[:, None]
