@@ -643,4 +643,4 @@ def test_progress_bars_at_a_terminal_whatever_no_color_says(monkeypatch, no_colo
     monkeypatch.setattr(data, "console", terminal_console)
     [progress] = train.progress_callbacks(quiet=False)
     assert isinstance(progress, RichProgress if bars else PlainProgress)
-    assert data.DownloadProgress().progress.disable is not bars
+    assert data.DownloadProgress.bars().disable is not bars

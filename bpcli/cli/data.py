@@ -17,31 +17,37 @@ class DownloadProgress:
     """A Rich progress bar per file (bytes, speed, time left) on stderr, fed by download.fetch.
 
     It draws only on a terminal (without colour under NO_COLOR): a bar redrawn into
-    a log or a pipe is noise (and cursor codes), so there it stays silent.
+    a log or a pipe is noise (and cursor codes), so there it stays silent. The bars
+    are made at the first download: most runs load a cached or generated dataset and
+    need not import rich.progress (a tenth of a second of start-up) at all.
     """
 
     def __init__(self):
+        self.progress, self.tasks = None, {}
+
+    def __call__(self, name: str, done: int, total: int | None) -> None:
+        if self.progress is None:   # the first download: draw from here on
+            self.progress = self.bars()
+            self.progress.start()
+        if name not in self.tasks:
+            self.tasks[name] = self.progress.add_task(name, total=total)
+        self.progress.update(self.tasks[name], completed=done, total=total)
+
+    @staticmethod
+    def bars():
         from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
                                    TransferSpeedColumn)
 
         err = console(stderr=True)
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                                 TransferSpeedColumn(), TimeRemainingColumn(), console=err,
-                                 disable=not err.is_terminal)
-        self.tasks = {}
-
-    def __call__(self, name: str, done: int, total: int | None) -> None:
-        if name not in self.tasks:
-            if not self.tasks:   # drawn from the first download on: loading a cached dataset draws nothing
-                self.progress.start()
-            self.tasks[name] = self.progress.add_task(name, total=total)
-        self.progress.update(self.tasks[name], completed=done, total=total)
+        return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                        TimeRemainingColumn(), console=err, disable=not err.is_terminal)
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        self.progress.stop()
+        if self.progress is not None:
+            self.progress.stop()
 
 
 @app.command("list", cls=PlainHelp)
