@@ -31,14 +31,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
-import http.client
 import os
 import re
 import socket
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -173,6 +170,9 @@ def _fetch_one(job: _Job, remote: RemoteFile, mirrors: list[str]) -> Path:
 
 def _try_mirror(job: _Job, url: str, remote: RemoteFile, final: Path) -> _Failure | None:
     """Download url into final through a .part file; None on success. A cache that cannot be written raises."""
+    import http.client   # here, not at the top: most runs download nothing, and the HTTP stack is ~30 ms to import
+    import urllib.error
+
     part = final.with_name(final.name + ".part")
     try:
         _stream(job, url, remote, part)
@@ -258,6 +258,8 @@ def _cache_error(error: OSError, folder: Path, verb: str, doing: str) -> Checkpo
 
 
 def _describe(error: object, timeout: float) -> str:
+    import http.client
+
     if isinstance(error, (socket.timeout, TimeoutError)):
         return f"timed out after {timeout:g} s"
     if isinstance(error, http.client.HTTPException):

@@ -16,7 +16,6 @@ import queue
 import signal
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Callable
 
@@ -94,6 +93,8 @@ class Transfer:
         self.thread = threading.Thread(target=self._read, args=(url, timeout), name="bpcli-download", daemon=True)
 
     def __enter__(self) -> Transfer:
+        import urllib.request   # noqa: F401 -- here, by the caller's thread, before the reader needs it: most
+                                # runs download nothing, and the HTTP stack is ~30 ms to import
         self.thread.start()
         return self
 
@@ -117,6 +118,8 @@ class Transfer:
 
     def _read(self, url: str, timeout: float) -> None:
         try:
+            import urllib.request   # imported already (__enter__)
+
             with urllib.request.urlopen(url, timeout=timeout) as response:
                 self._hand_over(response)
                 read = getattr(response, "read1", response.read)
