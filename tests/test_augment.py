@@ -79,6 +79,18 @@ def test_a_flip_with_a_shift_moves_the_mirrored_image_by_a_whole_shift(digits):
     assert mirrored > 10
 
 
+@pytest.mark.parametrize("opts", [dict(shift=8), dict(flip=True, shift=3), dict(flip=True)])
+def test_shifts_and_flips_copy_the_pixels_the_weighted_reading_gives(mnist, opts):
+    """The whole-pixel shortcut gives the bits of the bilinear reading, background coming in included."""
+    x = (mnist[0] - 0.13) / 0.31   # as standardized data: negative values, and none of them -0
+    fast = Augmenter(options(**opts), (28, 28), np.full(784, 0.13), np.full(784, 1 / 0.31), seed=5)
+    weighted = Augmenter(options(**opts), (28, 28), np.full(784, 0.13), np.full(784, 1 / 0.31), seed=5)
+    weighted.whole_pixels = False
+    assert fast.whole_pixels
+    assert np.array_equal(fast(x, 2, 3), weighted(x, 2, 3))
+    assert fast(x, 2, 3).tobytes() == weighted(x, 2, 3).tobytes()
+
+
 def test_bilinear_reads_integer_coordinates_exactly_and_background_outside():
     image = np.arange(12, dtype=np.float64).reshape(1, 3, 4)
     rows, cols = np.mgrid[0:3, 0:4].astype(np.float64)

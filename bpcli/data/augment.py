@@ -37,6 +37,8 @@ class Augmenter:
     def __init__(self, options, image_shape: tuple[int, int], offset: np.ndarray, scale: np.ndarray, seed: int):
         self.options, (self.rows, self.cols), self.seed = options, image_shape, seed
         self.offset, self.scale = offset, scale
+        # Shifts and flips alone read every pixel at whole coordinates: a copy, with no weights to apply.
+        self.whole_pixels = not (options.rotate or options.scale or options.shear or options.elastic_alpha)
         self.blur = None   # the Gaussian blur of an elastic field, as (rows x rows, cols x cols) matrices
         if options.elastic_alpha > 0:
             kernel = gaussian_kernel(options.elastic_sigma)
@@ -47,7 +49,7 @@ class Augmenter:
         rng = np.random.default_rng([self.seed, epoch, batch, TAG])
         pixels = (x / self.scale + self.offset).astype(np.float32).reshape(len(x), self.rows, self.cols)
         rows, cols = self.source_coordinates(len(x), rng)
-        distorted = bilinear(pixels, rows, cols).reshape(len(x), -1)
+        distorted = bilinear(pixels, rows, cols, whole_pixels=self.whole_pixels).reshape(len(x), -1)
         return ((distorted - self.offset) * self.scale).astype(x.dtype, copy=False)
 
     def source_coordinates(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -81,26 +83,39 @@ class Augmenter:
         return rows, cols
 
 
-def bilinear(images: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+def bilinear(images: np.ndarray, rows: np.ndarray, cols: np.ndarray, whole_pixels: bool = False) -> np.ndarray:
     """images (n, R, C) read at float coordinates (n, R, C): the bilinear mean of the four neighbours,
-    0 outside the image. At integer coordinates the weights are 0 and 1: pixels are copied exactly."""
+    0 outside the image. At integer coordinates the weights are 0 and 1: pixels are copied exactly.
+
+    whole_pixels: the caller knows every coordinate is an integer (shifts and flips alone), so the
+    pixels are copied without the weights: the same values, in a quarter of the work (a weight of 0
+    times a pixel adds +0, which only turns a -0 pixel into +0; there are none in images).
+    """
     n, height, width = images.shape
     padded = np.zeros((n, height + 2, width + 2), images.dtype)   # a frame of background around each image
     padded[:, 1:-1, 1:-1] = images
     r = np.clip(rows, -1, height) + 1   # in the padded image (>= 0); far outside reads the background frame
     c = np.clip(cols, -1, width) + 1
+    pixels = padded.ravel()
+    if whole_pixels:   # r and c are whole numbers in [0, height + 1] and [0, width + 1]: the pixel itself
+        return pixels.take(flat_index(r.astype(np.intp), c.astype(np.intp), height, width)) + images.dtype.type(0)
     r0 = np.minimum(r.astype(np.intp), height)   # floor, as r >= 0
     c0 = np.minimum(c.astype(np.intp), width)
-    fr, fc = (r - r0).astype(images.dtype), (c - c0).astype(images.dtype)   # the weights, in the pixels' precision
+    base = flat_index(r0.copy(), c0, height, width)
     stride = width + 2
-    base = r0
-    base += np.arange(n)[:, None, None] * (height + 2)
-    base *= stride
-    base += c0                                   # into the padded batch, flattened
-    pixels = padded.ravel()
+    fr, fc = (r - r0).astype(images.dtype), (c - c0).astype(images.dtype)   # the weights, in the pixels' precision
     top = pixels.take(base) * (1 - fc) + pixels.take(base + 1) * fc
     bottom = pixels.take(base + stride) * (1 - fc) + pixels.take(base + stride + 1) * fc
     return top * (1 - fr) + bottom * fr
+
+
+def flat_index(r: np.ndarray, c: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Where (image i, row r, column c) of a padded (n, height + 2, width + 2) batch is in its flattened
+    pixels (r is reused for the result)."""
+    r += np.arange(len(r))[:, None, None] * (height + 2)
+    r *= width + 2
+    r += c
+    return r
 
 
 def gaussian_kernel(sigma: float) -> np.ndarray:
