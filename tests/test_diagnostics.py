@@ -240,3 +240,17 @@ def test_log_rows_skip_what_a_crash_cut_short(tmp_path):
     assert read_log_rows(log) == []  # no file yet
     log.write_text('{"epoch": 1, "layer": "layers.0"}\n[1, 2]\n{"epoch": "2"}\n{"epoch": 2, "layer": "lay')
     assert read_log_rows(log) == [{"epoch": 1, "layer": "layers.0"}]
+
+
+@pytest.mark.parametrize("batches, samples", [(15, 8), (16, 4), (100, 8), (23, 8), (3, 8), (1, 8)])
+def test_exactly_the_asked_number_of_batches_is_measured_evenly_spread(batches, samples):
+    from bpcli.training.diagnostics import spread
+
+    measured = sorted(spread(batches, samples))
+    assert len(measured) == min(batches, samples) and measured[-1] < batches
+    if samples < batches:
+        gaps = np.diff([-batches / samples / 2, *measured, batches + batches / samples / 2 - 1])
+        assert gaps.max() - gaps.min() <= 1.5   # no stretch of the epoch left unmeasured
+    if batches % samples == 0:   # a whole stride: the middle batch of each, as before
+        stride = batches // samples
+        assert measured == [b for b in range(batches) if b % stride == stride // 2]

@@ -71,6 +71,15 @@ def taps_of(model) -> list[Tap]:
     return taps
 
 
+def spread(batches: int, samples: int) -> frozenset[int]:
+    """`samples` batches of an epoch of `batches`, evenly spread: the middle one of each of `samples` equal
+    stretches (all of them if there are no more). Exactly `samples`: a small epoch (15 batches, 8 samples) is
+    not measured whole, as it was when every stride-th batch was taken and the stride rounded down to 1."""
+    if samples >= batches:
+        return frozenset(range(batches))
+    return frozenset((2 * j + 1) * batches // (2 * samples) for j in range(samples))
+
+
 def fresh_sums(taps: list[Tap]) -> dict:
     """Running sums over the sampled batches of an epoch (kept in checkpoints for a mid-epoch resume)."""
     zeros = [0.0] * len(taps)
@@ -91,13 +100,13 @@ class LayerDiagnostics(Callback):
         self.taps: list[Tap] = []
         self.sums: dict = {}
         self.alive: list[np.ndarray | None] = []  # per tap that can die: units active in some batch so far
-        self.stride, self.sampled = 1, False
+        self.measured, self.sampled = frozenset(), False
 
     def on_train_begin(self, loop):
         model = loop.model
         self.model, self.taps, self.base_lr = model, taps_of(model), loop.base_lr
         self.before = np.empty_like(model.theta)
-        self.stride = max(1, loop.batches_per_epoch // self.options["samples"])
+        self.measured = spread(loop.batches_per_epoch, self.options["samples"])
         if self.sums:  # a resumed run: the unfinished epoch's sums and active units came with its checkpoint
             self.alive = [None if a is None else np.asarray(a, dtype=bool) for a in self.saved_alive]
             self._bind_mortal()
@@ -135,7 +144,7 @@ class LayerDiagnostics(Callback):
 
     def samples_batch(self, batch: int) -> bool:
         """Whether this batch of the epoch is one of the measured ones (evenly spread, the same on resume)."""
-        return batch % self.stride == self.stride // 2
+        return batch in self.measured
 
     def before_step(self) -> None:
         """Keep the weights and their norms as they are before the step (for the update ratio)."""
