@@ -243,7 +243,7 @@ def test_separate_dask_processes_send_the_run_directories_back_and_survive_a_kil
     address, worker_tmp, workers = dask_processes
     driver = tmp_path / "driver"
     driver.mkdir()
-    (driver / "base.yaml").write_text(BASE.replace("n: 300", "n: 3000").replace("epochs: 6", "epochs: 20"))
+    (driver / "base.yaml").write_text(BASE.replace("n: 300", "n: 6000").replace("epochs: 6", "epochs: 20"))
     (driver / "sweep.yaml").write_text(SWEEP.replace("trials: 12", "trials: 4").replace("seed: 3", "seed: 5")
                                        .replace("  loss.l2: {choice: [0.0, 1.0e-4, 1.0e+5]}\n", "")
                                        .replace("{choice: [0.0, 0.5, 0.9]}", "{choice: [0.5, 0.9]}")

@@ -23,7 +23,7 @@ from bpcli.training.run import train_run
 
 pytestmark = pytest.mark.slow
 
-BASE = spirals_base(n=2000, epochs=60, units=32, nesterov=False, extra="diagnostics: {enabled: false}\n")
+BASE = spirals_base(n=6000, epochs=60, units=32, nesterov=False, extra="diagnostics: {enabled: false}\n")
 
 SWEEP = """\
 base: base.yaml
