@@ -88,6 +88,16 @@ def live_members(group: int) -> list[int]:
     return members
 
 
+def ended(process: subprocess.Popen, timeout: float) -> str:
+    """The stderr of a process that should end within `timeout` s; if it does not, what it printed so far
+    is the failure message (killed first, so nothing is left running)."""
+    try:
+        return process.communicate(timeout=timeout)[1]
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        pytest.fail(f"still running after {timeout} s; it had printed:\n{process.communicate()[1]}")
+
+
 def rows(sweep_dir: Path) -> dict[int, dict]:
     with open(sweep_dir / "trials.csv") as f:
         return {int(row["number"]): row for row in csv.DictReader(f)}
@@ -122,7 +132,7 @@ def test_sigkill_then_ctrl_c_then_resume_loses_nothing(tmp_path):
     wait_for(second, "(resumed: ")
     wait_for_training(tmp_path)
     os.killpg(second.pid, signal.SIGINT)
-    _, err = second.communicate(timeout=120)
+    err = ended(second, 120)
     assert second.returncode == 130, err
     assert f"Continue with:\n  bpcli sweep --resume {sweep_dir.relative_to(tmp_path)}\n" in err
     interrupted = [n for n, row in rows(sweep_dir).items() if row["state"] == "interrupted"]
@@ -131,8 +141,11 @@ def test_sigkill_then_ctrl_c_then_resume_loses_nothing(tmp_path):
         assert (sweep_dir / "trials" / str(n) / "checkpoints" / "last.safetensors").is_file()
         assert int(rows(sweep_dir)[n]["epochs_run"]) < 60
 
-    third = subprocess.run([sys.executable, "-m", "bpcli", "sweep", "--resume", str(sweep_dir), "--json"],
-                           cwd=tmp_path, capture_output=True, text=True, timeout=300)   # 3. to the end
+    try:
+        third = subprocess.run([sys.executable, "-m", "bpcli", "sweep", "--resume", str(sweep_dir), "--json"],
+                               cwd=tmp_path, capture_output=True, text=True, timeout=300)   # 3. to the end
+    except subprocess.TimeoutExpired as late:
+        pytest.fail(f"the resumed sweep did not end in 300 s; it had printed:\n{late.stderr}")
     assert third.returncode == 0, third.stderr
     summary = json.loads(third.stdout)
     final = rows(sweep_dir)
