@@ -28,10 +28,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bpcli.fileio import append_text, read_log_rows, write_file
 from bpcli.optim.clipping import global_norm
 from bpcli.training.advice import warnings_for
-from bpcli.training.callbacks import Callback, csv_rows, jsonl_rows
+from bpcli.training.callbacks import Callback
 from bpcli.training.rundir import RunDir
 
 COLUMNS = ["epoch", "layer", "type", "activation", "units", "weight_norm", "grad_norm", "update_ratio",
@@ -94,7 +93,7 @@ class LayerDiagnostics(Callback):
     """
 
     def __init__(self, run: RunDir, options: dict, on_warning=None, on_rows=None):
-        self.csv_path, self.jsonl_path = run.layers_csv, run.layers_jsonl
+        self.run, self.log = run, None
         self.options, self.on_warning, self.on_rows = options, on_warning, on_rows
         self.warnings: list[dict] = []
         self.taps: list[Tap] = []
@@ -112,7 +111,8 @@ class LayerDiagnostics(Callback):
             self._bind_mortal()
         else:
             self.start_epoch()
-        self._rewrite_logs(loop.epoch)
+        self.log = self.run.row_log(self.run.layers_csv, self.run.layers_jsonl, COLUMNS, key=("epoch", "layer"))
+        self.log.start(loop.epoch)
 
     # -- around each batch ----------------------------------------------------------------------------
 
@@ -127,6 +127,7 @@ class LayerDiagnostics(Callback):
 
     def on_batch_end(self, loop):
         self.after_batch(self.sampled)
+        self.log.write_if_due()
 
     def start_epoch(self) -> None:
         self.sums = fresh_sums(self.taps)
@@ -184,7 +185,7 @@ class LayerDiagnostics(Callback):
 
     def on_epoch_end(self, loop, row):
         rows = self.epoch_rows(row["epoch"])
-        self._append_logs(rows)
+        self.log.append(rows)
         if self.on_rows:
             self.on_rows(rows)
         for warning in warnings_for(rows, self.options, lr_is_full=row["lr"] >= 0.5 * self.base_lr):
@@ -209,20 +210,6 @@ class LayerDiagnostics(Callback):
                          "saturated_fraction": (self.sums["saturated_fraction"][k] / n
                                                 if tap.activation in SATURATION else None)})
         return rows
-
-    def _append_logs(self, rows: list[dict]) -> None:
-        append_text(self.csv_path, csv_rows(rows, COLUMNS), durable=False)   # synced before each `last`
-        append_text(self.jsonl_path, jsonl_rows(rows), durable=False)
-
-    def _rewrite_logs(self, epochs_done: int) -> None:
-        """Start the logs afresh, keeping the rows of the epochs a resumed run has already done.
-
-        Rows of later epochs (written after the checkpoint the run resumes from)
-        are dropped: the resumed run writes them again, with the same values.
-        """
-        kept = [r for r in read_log_rows(self.jsonl_path) if r["epoch"] <= epochs_done] if epochs_done else []
-        write_file(self.csv_path, csv_rows(kept, COLUMNS, header=True), "log")
-        write_file(self.jsonl_path, jsonl_rows(kept), "log")
 
     # -- resume -------------------------------------------------------------------------------------
 

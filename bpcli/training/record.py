@@ -96,10 +96,10 @@ def git_state(folder: str | Path, timeout: float = GIT_TIMEOUT) -> dict | None:
     dirty: tracked files differ from the commit (untracked files are not looked at: in a big
     checkout listing them is slow, and an untracked file did not change a tracked config).
     """
-    root = _git(folder, timeout, "rev-parse", "--show-toplevel")
-    commit = _git(folder, timeout, "rev-parse", "HEAD") if root is not None else None
-    if commit is None:
+    found = _git(folder, timeout, "rev-parse", "--show-toplevel", "HEAD")   # one process for both: ~5 ms each
+    if found is None or len(found.splitlines()) != 2:   # no repository, or one without a commit
         return None
+    root, commit = found.splitlines()
     status = _git(folder, timeout, "status", "--porcelain", "--untracked-files=no")
     return {"commit": commit, "dirty": None if status is None else status != "", "root": root}
 

@@ -283,7 +283,8 @@ def _train(config: Config, data: Prepared, run: RunDir, checkpoint: Checkpoint |
         stopped.run_dir = run.path
         raise
     finally:
-        if trainer.summary:   # however the run ended
+        run.write_logs()   # the rows the loggers held back (rowlog.py), however the run ended
+        if trainer.summary:
             end_session(run, record, in_units(trainer, data))
     if config.output.tensorboard:   # with the test metrics, which the callbacks have not seen
         write_hparams(run, trainer.config_record, trainer.summary)

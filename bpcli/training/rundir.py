@@ -31,6 +31,7 @@ from pathlib import Path
 from bpcli.errors import CheckpointError
 from bpcli.fileio import create_folder, lock_folder, remove_orphans, sync_file, write_file
 from bpcli.training.checkpoint import SUFFIX
+from bpcli.training.rowlog import RowLog
 
 
 class RunDir:
@@ -38,6 +39,7 @@ class RunDir:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.open_logs: list[RowLog] = []   # those the loggers of a run in this process append to
 
     def __str__(self) -> str:
         return str(self.path)
@@ -88,8 +90,20 @@ class RunDir:
         """The files a run appends to as it trains."""
         return self.metrics_csv, self.metrics_jsonl, self.layers_csv, self.layers_jsonl
 
+    def row_log(self, csv_path: Path, jsonl_path: Path, columns: list[str], key=("epoch",)) -> RowLog:
+        """A pair of logs the run appends rows to (rowlog.py), reached by write_logs and sync_logs."""
+        log = RowLog(csv_path, jsonl_path, columns, key)
+        self.open_logs.append(log)
+        return log
+
+    def write_logs(self) -> None:
+        """Write the rows the loggers hold back (they write in batches; rowlog.py says when)."""
+        for log in self.open_logs:
+            log.write()
+
     def sync_logs(self) -> None:
-        """Make every row appended so far durable (the loggers append without syncing each row)."""
+        """Make every row logged so far durable: written, then synced (rows are not synced one by one)."""
+        self.write_logs()
         for log in self.logs():
             sync_file(log)
 
