@@ -54,6 +54,16 @@ def _format_1_partial(partial: dict) -> dict:
     return {renamed.get(k, k): v for k, v in partial.items()}
 
 
+def listeners(callbacks: list[Callback]) -> dict[str, list]:
+    """{hook: the bound methods of the callbacks that define it, in list order}: a batch calls only those
+    (four hooks a batch, each a no-op for most callbacks, cost a run of 3,200 small batches ~15 ms)."""
+    def defines(callback, hook: str) -> bool:
+        return getattr(getattr(callback, hook), "__func__", None) is not getattr(Callback, hook)
+
+    hooks = [name for name in vars(Callback) if name.startswith("on_")]
+    return {hook: [getattr(c, hook) for c in callbacks if defines(c, hook)] for hook in hooks}
+
+
 class Trainer:
     def __init__(self, config: Config, parts: Parts, data: Prepared, callbacks: list[Callback],
                  stop: StopRequest | None = None):
@@ -81,6 +91,7 @@ class Trainer:
         self.best_row: dict | None = None
         self.stop_reason: str | None = None
         self.view = LoopView(self)
+        self.listeners = listeners(callbacks)
 
     # -- the loop ------------------------------------------------------------
 
@@ -173,8 +184,8 @@ class Trainer:
         return row
 
     def _notify(self, hook: str, *args) -> None:
-        for callback in self.callbacks:
-            getattr(callback, hook)(self.view, *args)
+        for method in self.listeners[hook]:
+            method(self.view, *args)
 
     def interrupted(self) -> Interrupted:
         self.stop_reason = f"interrupted by {self.stop.signal_name}"
