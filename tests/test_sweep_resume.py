@@ -160,3 +160,41 @@ def test_sigkill_then_ctrl_c_then_resume_loses_nothing(tmp_path):
         again = train_run(load_config(run / "config.yaml", [f"output.dir={tmp_path / 'again'}"]), "again")
         assert history(run) == history(Path(again["run_dir"]))
         assert float(final[n]["value"]) == again["monitor"]["best"]
+
+
+SMALL_SWEEP = """\
+base: base.yaml
+trials: 1
+sampler: random
+seed: 0
+space:
+  optimizer.lr: {loguniform: [1.0e-2, 3.0e-1]}
+name: stale-lock
+"""
+
+
+def test_a_journal_lock_left_by_a_killed_driver_does_not_stall_the_resume(tmp_path):
+    """A driver killed while it writes the study's journal leaves Optuna's lock behind: a symlink named
+    study.journal.lock to the journal's path as the driver had it, relative here, so dangling from inside
+    the sweep directory. Optuna waits for such a lock forever (its grace period needs os.stat to follow
+    the link: the resumed sweep spun at full CPU until the test gave up). The resumed driver holds the
+    sweep's OS lock, so any journal lock it finds is stale: it removes it and goes on."""
+    (tmp_path / "base.yaml").write_text(spirals_base())
+    (tmp_path / "sweep.yaml").write_text(SMALL_SWEEP)
+    sweep = [sys.executable, "-m", "bpcli", "sweep"]
+    first = subprocess.run([*sweep, "sweep.yaml", "--workers", "1", "--json"], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    sweep_dir = Path(json.loads(first.stdout)["sweep_dir"])
+    relative = os.path.relpath(tmp_path / sweep_dir, tmp_path)
+    lock = tmp_path / relative / "study.journal.lock"
+    os.symlink(os.path.join(relative, "study.journal"), lock)   # as Optuna made it, the driver killed holding it
+    assert lock.is_symlink() and not lock.exists()
+    try:
+        resumed = subprocess.run([*sweep, "--resume", relative, "--trials", "2", "--workers", "1", "--json"],
+                                 cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired as late:
+        pytest.fail(f"the resumed sweep waited for the stale journal lock; it had printed:\n{late.stderr}")
+    assert resumed.returncode == 0, resumed.stderr
+    assert not lock.is_symlink()
+    assert [row["state"] for row in rows(tmp_path / relative).values()] == ["complete", "complete"]

@@ -139,6 +139,7 @@ class Driver:
         started = time.perf_counter()
         lock = self.sweep_dir.lock()
         try:
+            self.sweep_dir.remove_stale_study_locks()   # left by a driver killed while writing the journal
             base = self.url or (journal_storage(self.sweep_dir.study) if self.cluster.local else None)
             shared = DaskStorage(base, name=f"bpcli-{self.sweep_dir.name}", client=self.cluster.client)
             study = self.study(shared, base, resumed)

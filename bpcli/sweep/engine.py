@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -150,7 +151,7 @@ def journal_storage(path: str | Path):
     """
     from optuna.storages import JournalStorage
 
-    return JournalStorage(_journal_backend(str(path)))
+    return JournalStorage(_journal_backend(os.path.abspath(path)))   # its lock links to this path: never dangling
 
 
 def _journal_backend(path: str):

@@ -92,6 +92,20 @@ class SweepDir:
     def unlock(fd: int) -> None:
         os.close(fd)
 
+    def remove_stale_study_locks(self) -> list[Path]:
+        """Remove the journal locks (Optuna's `study.journal.lock` and a copy's) a killed driver left behind.
+
+        Call it holding the sweep's OS lock: only the process driving the sweep writes
+        its journal (the local scheduler runs there), so a journal lock found then is
+        stale. Left in place, Optuna would wait for it: 30 s at best, forever when the
+        lock is a symlink to a relative path (Optuna's lock is a symlink to the journal
+        file, and its grace period only runs while os.stat can follow the link).
+        """
+        stale = [p for p in self.path.glob(f"*{self.study.name}*.lock") if p.is_symlink() or p.is_file()]
+        for lock in stale:
+            lock.unlink(missing_ok=True)
+        return stale
+
     # -- writing -------------------------------------------------------------------------------------
 
     def write_trial(self, number: int, files: dict[str, bytes], config_text: str) -> Path:
