@@ -64,12 +64,13 @@ def wait_rusage(proc: subprocess.Popen) -> tuple[int, float]:
 
 
 def run_cli(name: str, epochs: int, out: Path, env: dict, run_name: str, dataset: str = DATASET) -> dict:
-    """`bpcli train` as a user runs it; epoch times are the gaps between metrics.jsonl rows appearing."""
+    """`bpcli train` as a user runs it (with this interpreter, so no venv on PATH is needed); epoch times are
+    the gaps between metrics.jsonl rows appearing."""
     config = out / f"{run_name}.yaml"
     config.write_text(config_text(name, epochs, out, run_name, dataset))
     log = out / run_name / "metrics.jsonl"
     started = time.perf_counter()
-    proc = subprocess.Popen(["bpcli", "train", str(config), "--quiet"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "bpcli", "train", str(config), "--quiet"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     seen, rows = 0, []
     while True:
